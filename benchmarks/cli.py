@@ -1,0 +1,26 @@
+"""`rmpe-bench`: measurements that go into BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rmpe-bench",
+        description="Benchmarks for rmpe. Each subcommand prints a Markdown table of ratios "
+        "measured against a baseline in the same run.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

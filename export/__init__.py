@@ -1,0 +1,1 @@
+"""rmpe.export."""

@@ -1,0 +1,77 @@
+"""What an exported model says about itself: keypoint layout, input size, normalisation, versions.
+
+The same dictionary is stored in the ONNX file's ``metadata_props`` (one string per key, JSON for
+structured values) and in the ``model.json`` sidecar, so the runtime needs no constants of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+INPUT_IMAGES = "images"
+INPUT_BOXES = "boxes"
+INPUT_BOX_IMAGE_INDEX = "box_image_index"
+OUTPUT_KEYPOINTS = "keypoints"
+OUTPUT_SCORES = "scores"
+
+
+@dataclass
+class ModelMetadata:
+    """The contract values a runtime needs; see docs/onnx-contract.md."""
+
+    keypoint_names: list[str]
+    skeleton: list[list[int]]
+    flip_pairs: list[list[int]]
+    input_size: list[int]  # [height, width] of the SPPE crop
+    normalisation: dict[str, Any]  # {"scale": 1/255, "mean": [r,g,b], "std": [r,g,b]}
+    decode: str = "argmax+quarter_offset"
+    precision: str = "fp32"
+    box_enlarge: float = 1.25
+    flip_test: bool = False
+    max_boxes: int = 64
+    trained: bool = True
+    rmpe_version: str = ""
+    checkpoint_sha256: str = ""
+    model_name: str = "rmpe"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoint_names)
+
+    def to_props(self) -> dict[str, str]:
+        """Flatten to string key/values for ONNX ``metadata_props``."""
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> "ModelMetadata":
+        """Inverse of :meth:`to_props`; unknown keys are kept in ``extra``."""
+        known = set(cls.__dataclass_fields__)
+        values: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, raw in props.items():
+            field_type = cls.__dataclass_fields__[key].type if key in known else None
+            value = raw if field_type == "str" else _maybe_json(raw)
+            (values if key in known else extra)[key] = value
+        missing = [k for k in ("keypoint_names", "skeleton", "flip_pairs", "input_size", "normalisation") if k not in values]
+        if missing:
+            raise ValueError(f"model metadata lacks {', '.join(missing)}; was it exported by rmpe-export?")
+        values.setdefault("extra", {}).update(extra)
+        return cls(**values)
+
+    def write_json(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read_json(cls, path: Path) -> "ModelMetadata":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _maybe_json(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        return raw
