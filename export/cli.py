@@ -1,0 +1,86 @@
+"""`rmpe-export`: checkpoint → self-contained ONNX (+ JSON sidecar), verified against PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from rmpe.export.checkpoint import CheckpointError, load_graph
+from rmpe.export.config import ModelConfig
+from rmpe.export.onnx_export import DEFAULT_OPSET, export_onnx, fp16_copy, metadata_for
+from rmpe.export.parity import FP32_MAX_FRACTION, FP32_TOLERANCE_PX, compare
+
+EPILOG = """examples:
+  rmpe-export                                  # the bundled default model → rmpe-model/model.onnx
+  rmpe-export --out m --flip                   # with flip test inside the graph
+  rmpe-export --fp16 --out m16                 # fp16 weights and convolutions
+  rmpe-export --checkpoint runs/x/best.safetensors --out m --max-boxes 32
+  rmpe-export --checkpoint hg.pth --config hg.json --input-size 256x192
+
+The file written needs only ONNX Runtime (or TensorRT) to run: see docs/onnx-contract.md.
+After writing, the file is run in ONNX Runtime and compared with PyTorch; the command exits with
+status 1 if more than 1% of fp32 keypoints differ by more than 0.05 px.
+"""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'256x192' → (256, 192), height first."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 256x192, got {text!r}") from None
+    return h, w
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rmpe-export", description="Export an RMPE pose model (STN + stacked hourglass + decode + SDTN) to one ONNX file.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="rmpe .safetensors (config read from the .json beside it) or a torch .pth state dict; default: the bundled model")
+    parser.add_argument("--config", type=Path, help="model config JSON (overrides the one beside the checkpoint)")
+    parser.add_argument("--out", type=Path, default=Path("rmpe-model"), help="output folder for model.onnx and model.json (default: %(default)s)")
+    parser.add_argument("--name", default="model", help="file name stem inside --out (default: %(default)s)")
+    parser.add_argument("--fp16", action="store_true", help="fp16 weights and convolutions; inputs, outputs, grids and decode stay fp32")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s; GridSample needs 16 or newer)")
+    parser.add_argument("--input-size", type=parse_size, metavar="HxW", help="SPPE crop size, multiples of the model's stride (default: from the config)")
+    parser.add_argument("--max-boxes", type=int, default=64, help="largest box count per call, recorded for TensorRT profiles (default: %(default)s)")
+    parser.add_argument("--flip", action="store_true", help="flip test inside the graph (twice the SPPE work)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.opset < 16:
+        print(f"rmpe-export: --opset {args.opset} is too old: GridSample needs opset 16 or newer", file=sys.stderr)
+        return 2
+    try:
+        config = ModelConfig.load(args.config) if args.config else None
+        if args.input_size:
+            base = config or (load_graph(args.checkpoint)[0].config)
+            config = replace(base, input_size=args.input_size)
+        graph, sha = load_graph(args.checkpoint, config, flip_test=args.flip)
+    except (CheckpointError, ValueError, OSError) as exc:
+        print(f"rmpe-export: {exc}", file=sys.stderr)
+        return 2
+    if not graph.config.trained:
+        print("rmpe-export: warning: this model is untrained (seeded random weights); its keypoints mean nothing", file=sys.stderr)
+    precision = "fp16" if args.fp16 else "fp32"
+    exported = fp16_copy(graph) if args.fp16 else graph
+    meta = metadata_for(graph, precision, sha, args.max_boxes, graph.config.name)
+    onnx_path = args.out / f"{args.name}.onnx"
+    export_onnx(exported, onnx_path, meta, args.opset)
+    meta.write_json(args.out / f"{args.name}.json")
+    size_mb = onnx_path.stat().st_size / 1e6
+    print(f"wrote {onnx_path} ({size_mb:.1f} MB, {precision}, opset {args.opset}) and {onnx_path.with_suffix('.json')}")
+    report = compare(onnx_path, graph)
+    print(report.line(f"ONNX Runtime {precision} vs PyTorch fp32"))
+    if not args.fp16 and report.fraction_over_tol > FP32_MAX_FRACTION:
+        print(f"rmpe-export: parity check failed: more than {100 * FP32_MAX_FRACTION:.0f}% of keypoints differ by more than {FP32_TOLERANCE_PX} px", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""The model's configuration: architecture, keypoint layout and preprocessing, saved as JSON.
+
+A checkpoint in rmpe's own format is ``NAME.safetensors`` plus ``NAME.json`` holding this.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rmpe.runtime.keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network and describe it in exported metadata."""
+
+    name: str = "rmpe-hg2-c128"
+    stacks: int = 2
+    channels: int = 128
+    depth: int = 3
+    input_size: tuple[int, int] = (128, 96)  # (height, width) of the SPPE crop
+    stn: bool = True
+    stn_channels: int = 16
+    stn_input_scale: float = 0.5  # the localisation network sees the crop at this scale
+    keypoint_names: list[str] = field(default_factory=lambda: list(COCO_KEYPOINTS))
+    skeleton: list[list[int]] = field(default_factory=lambda: [list(p) for p in COCO_SKELETON])
+    flip_pairs: list[list[int]] = field(default_factory=lambda: [list(p) for p in COCO_FLIP_PAIRS])
+    pixel_scale: float = 1 / 255
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    box_enlarge: float = 1.25
+    trained: bool = False
+    notes: str = ""
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoint_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        data = dict(data)
+        for key in ("input_size", "mean", "std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "ModelConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))

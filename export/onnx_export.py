@@ -1,0 +1,105 @@
+"""Trace the deploy graph to one self-contained ONNX file with its metadata.
+
+torch's TorchScript-based exporter is used (``dynamo=False``): it writes a single file with the
+weights inside, keeps our explicit grid construction (no AffineGrid), and handles the dynamic
+image count, image size and box count.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import onnx
+import torch
+
+import rmpe
+from rmpe.export.graph import PoseGraph
+from rmpe.runtime.metadata import (
+    INPUT_BOX_IMAGE_INDEX,
+    INPUT_BOXES,
+    INPUT_IMAGES,
+    OUTPUT_KEYPOINTS,
+    OUTPUT_SCORES,
+    ModelMetadata,
+)
+
+DEFAULT_OPSET = 17
+FORBIDDEN_OPS = {"AffineGrid"}  # TensorRT's ONNX parser has none
+
+
+def example_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two images of different content and several boxes, to trace every branch of the graph."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 96, 128, 3), dtype=torch.uint8, generator=gen)
+    boxes = torch.tensor([[8.0, 6.0, 60.0, 90.0], [40.0, 10.0, 120.0, 80.0], [0.0, 0.0, 128.0, 96.0]])
+    return images, boxes, torch.tensor([0, 1, 1], dtype=torch.int32)
+
+
+def metadata_for(graph: PoseGraph, precision: str, sha256: str, max_boxes: int, name: str) -> ModelMetadata:
+    """The metadata an exported file carries (docs/onnx-contract.md)."""
+    cfg = graph.config
+    return ModelMetadata(
+        keypoint_names=list(cfg.keypoint_names),
+        skeleton=[list(p) for p in cfg.skeleton],
+        flip_pairs=[list(p) for p in cfg.flip_pairs],
+        input_size=list(cfg.input_size),
+        normalisation={"scale": cfg.pixel_scale, "mean": list(cfg.mean), "std": list(cfg.std)},
+        precision=precision,
+        box_enlarge=cfg.box_enlarge,
+        flip_test=graph.flip_test,
+        max_boxes=max_boxes,
+        trained=cfg.trained,
+        rmpe_version=rmpe.__version__,
+        checkpoint_sha256=sha256,
+        model_name=name,
+        extra={"architecture": {"stacks": cfg.stacks, "channels": cfg.channels, "depth": cfg.depth, "stn": cfg.stn},
+               "notes": cfg.notes},
+    )
+
+
+def to_fp16(graph: PoseGraph) -> PoseGraph:
+    """Weights and convolutions of the networks in fp16; grids, θ and decode stay fp32 (see PoseGraph.run_sub)."""
+    graph.sppe.half()
+    if graph.loc is not None:
+        graph.loc.half()
+    return graph
+
+
+def export_onnx(graph: PoseGraph, path: Path, metadata: ModelMetadata, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Write ``graph`` to ``path`` as one ONNX file (no external data), check it, and stamp metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dynamic = {
+        INPUT_IMAGES: {0: "batch", 1: "height", 2: "width"},
+        INPUT_BOXES: {0: "boxes"},
+        INPUT_BOX_IMAGE_INDEX: {0: "boxes"},
+        OUTPUT_KEYPOINTS: {0: "boxes"},
+        OUTPUT_SCORES: {0: "boxes"},
+    }
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph.eval(), example_inputs(), str(path), dynamo=False, opset_version=opset,
+            input_names=[INPUT_IMAGES, INPUT_BOXES, INPUT_BOX_IMAGE_INDEX],
+            output_names=[OUTPUT_KEYPOINTS, OUTPUT_SCORES], dynamic_axes=dynamic,
+        )
+    model = onnx.load(str(path))
+    model.graph.name = metadata.model_name
+    model.producer_name, model.producer_version = "rmpe", rmpe.__version__
+    for key, value in metadata.to_props().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    bad = FORBIDDEN_OPS & {node.op_type for node in model.graph.node}
+    if bad:
+        raise RuntimeError(f"exported graph contains unsupported ops: {sorted(bad)}")
+    onnx.save(model, str(path))
+    return model
+
+
+def fp16_copy(graph: PoseGraph) -> PoseGraph:
+    """A separate fp16 graph, leaving ``graph`` in fp32 as the parity reference."""
+    twin = PoseGraph(replace(graph.config), flip_test=graph.flip_test)
+    twin.load_state_dict(graph.state_dict())
+    return to_fp16(twin.eval())
