@@ -1,1 +1,2 @@
 """rmpe.runtime."""
+from .estimator import Pose, PoseEstimator, Poses  # noqa: E402,F401  (numpy only; onnxruntime loads on first model)

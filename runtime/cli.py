@@ -1,18 +1,189 @@
-"""`rmpe-run`: run an exported model on images (not yet implemented)."""
+"""``rmpe-run``: run an exported rmpe model on images and write COCO results and drawings."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  # one image, the whole image is one person; print a summary
+  rmpe-run model.onnx photo.jpg --out results.json
+
+  # a folder (and its sub-folders) with people found by a YOLO detector; draw the poses
+  rmpe-run model.onnx photos/ --recursive --detector yolov8n.onnx --out results.json --save-img vis/
+
+  # COCO val with the boxes of a detector's results file (image ids matched to file names)
+  rmpe-run model.onnx val2017/ --boxes person_detections.json --annotations person_keypoints_val2017.json \\
+      --out results.json
+
+  # AlphaPose --detfile form, a glob, GPU
+  rmpe-run model.onnx 'frames/*.png' --detfile dets.json --device cuda --batch 64
+
+boxes, in this order: --boxes/--detfile, then --detector, otherwise one box covering each image.
+exit status: 0 done (unreadable images are reported and skipped), 1 every image failed,
+2 bad arguments, model, box file or no images.
+"""
+
+PROG = "rmpe-run"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``rmpe-run``."""
+    p = argparse.ArgumentParser(prog=PROG, description="Run an exported rmpe pose model on images.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="model.onnx (ONNX Runtime) or a TensorRT engine (.plan/.engine)")
+    p.add_argument("inputs", nargs="+", help="images, folders, glob patterns or .txt files listing image paths")
+    p.add_argument("--recursive", action="store_true", help="look into sub-folders of input folders")
+    out = p.add_argument_group("outputs")
+    out.add_argument("--out", type=Path, help="COCO keypoint results JSON to write")
+    out.add_argument("--save-img", type=Path, metavar="DIR", help="save images with poses drawn here")
+    out.add_argument("--vis-thr", type=float, default=0.3, help="draw keypoints scoring above this (default 0.3)")
+    out.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    box = p.add_argument_group("person boxes")
+    box.add_argument("--boxes", "--detfile", type=Path, metavar="FILE",
+                     help="detections JSON: COCO results (integer image_id) or AlphaPose detfile (file-name image_id)")
+    box.add_argument("--annotations", type=Path, metavar="FILE",
+                     help="COCO annotation file mapping file_name to image id (for --boxes and the results)")
+    box.add_argument("--detector", type=Path, metavar="ONNX", help="YOLOv8/YOLO11 or YOLOX person detector")
+    box.add_argument("--detector-format", choices=("auto", "yolov8", "yolox"), default="auto",
+                     help="detector output layout (default: from the output shape)")
+    box.add_argument("--box-thr", type=float, default=0.05, help="drop boxes scoring below this (default 0.05)")
+    box.add_argument("--max-people", type=int, default=0, help="keep at most this many boxes per image (0: all)")
+    run = p.add_argument_group("inference")
+    run.add_argument("--nms", choices=("alphapose", "rmpe", "none"), default="alphapose",
+                     help="pose NMS (default alphapose: AlphaPose's pixel-based rules)")
+    run.add_argument("--batch", type=int, default=16, help="most boxes per graph call (default 16)")
+    run.add_argument("--backend", choices=("auto", "ort", "ort-trt", "trt"), default="auto",
+                     help="auto: by file suffix; ort-trt: ONNX Runtime's TensorRT provider")
+    run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="execution device (default cpu)")
+    run.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    run.add_argument("--opt-level", choices=("disable", "basic", "extended", "all"), default="all",
+                     help="ONNX Runtime graph optimisation level")
+    run.add_argument("--session-option", action="append", default=[], metavar="KEY=VALUE",
+                     help="ONNX Runtime session config entry (repeatable)")
+    run.add_argument("--workers", type=int, default=2, help="image decoding threads (default 2)")
+    return p
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _say(f"warning: {message}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rmpe-run", description="Run an exported rmpe model on images (not yet available).")
-    parser.add_argument("model", help="model.onnx or a TensorRT engine")
-    parser.add_argument("inputs", nargs="+", help="images, folders or globs")
-    parser.parse_args(argv)
-    print("rmpe-run: not yet implemented", file=sys.stderr)
-    return 2
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .backends import BackendError, BackendOptions
+    from .boxes import BoxFileError, DetectionFile, image_ids, read_annotation_ids, whole_image
+    from .detector import DetectorError
+    from .estimator import PoseEstimator
+    from .images import find_inputs
+    from .pipeline import Pipeline
+    from .writers import ImageWriter, JsonWriter
+
+    if args.batch < 1:
+        _say("error: --batch must be at least 1")
+        return 2
+    config = {}
+    for entry in args.session_option:
+        key, sep, value = entry.partition("=")
+        if not sep:
+            _say(f"error: --session-option {entry!r} is not KEY=VALUE")
+            return 2
+        config[key] = value
+
+    found = find_inputs(args.inputs, recursive=args.recursive)
+    for problem in found.problems:
+        _say(problem)
+    if found.skipped:
+        shown = ", ".join(found.skipped[:5]) + (", ..." if len(found.skipped) > 5 else "")
+        _say(f"skipped {len(found.skipped)} file(s) that are not images: {shown}")
+    if not found.items:
+        _say(f"error: no images found in {', '.join(args.inputs)} "
+             "(looked for .jpg .jpeg .png .bmp .webp .tif .tiff)")
+        return 2
+
+    options = BackendOptions(backend=args.backend, device=args.device, threads=args.threads,
+                             optimization=args.opt_level, session_config=config)
+    try:
+        annotations = read_annotation_ids(args.annotations) if args.annotations else None
+        detections = DetectionFile(args.boxes) if args.boxes else None
+        if detections is not None and args.detector is not None:
+            _say("warning: --boxes given, so --detector is not used")
+        estimator = PoseEstimator(args.model, nms=args.nms, options=options, box_thr=args.box_thr,
+                                  max_people=args.max_people,
+                                  detector=args.detector if detections is None else None,
+                                  detector_format=args.detector_format)
+    except (BackendError, BoxFileError, DetectorError, RuntimeError, ValueError) as exc:
+        _say(f"error: {exc}")
+        return 2
+
+    if detections is not None:
+        def source(item, image_id, image):
+            return detections.lookup(item.name, image_id)
+    elif estimator.detector is not None:
+        def source(item, image_id, image):
+            return estimator.detector(image)
+    else:
+        def source(item, image_id, image):
+            return whole_image(*image.shape[:2])
+
+    ids = image_ids([item.name for item in found.items], annotations)
+    json_writer = JsonWriter(args.out) if args.out else None
+    image_writer = ImageWriter(args.save_img, estimator.skeleton, args.vis_thr) if args.save_img else None
+    sinks = []
+    if json_writer is not None:
+        sinks.append(lambda index, item, image, poses: json_writer.add(index, ids[index], poses))
+    if image_writer is not None:
+        sinks.append(lambda index, item, image, poses: image_writer.add(item.name, image, poses))
+
+    bar = _progress(len(found.items), args.quiet)
+
+    def on_failure(item, problem: str) -> None:
+        line = f"{PROG}: skipped {item.path}: {problem}"
+        bar.write(line, file=sys.stderr) if bar is not None else print(line, file=sys.stderr)
+
+    pipeline = Pipeline(estimator, source, sinks, batch=args.batch, box_thr=args.box_thr,
+                        max_people=args.max_people, workers=args.workers)
+    try:
+        stats = pipeline.run(found.items, ids, on_failure, progress=bar.update if bar is not None else None)
+        if json_writer is not None:
+            json_writer.close()
+    except (BackendError, OSError) as exc:
+        _say(f"error: {exc}")
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+        estimator.close()
+    if not args.quiet:
+        _say(stats.summary() + (f"; results in {args.out}" if args.out else ""))
+    return 1 if stats.images == 0 and stats.failures else 0
+
+
+def _progress(total: int, quiet: bool):
+    """A tqdm bar on stderr for more than one image (None when quiet or not a terminal)."""
+    if quiet or total < 2:
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, disable=None)
+    return None if bar.disable else bar
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""Person boxes from detection files, image ids, and box clean-up (clip, threshold, top-k).
+
+Two detection-file forms are read, both JSON lists with ``bbox`` = ``[x, y, w, h]`` and ``score``:
+COCO detection results (``image_id`` an integer) and AlphaPose's ``--detfile`` (``image_id`` the
+image's file name). Entries with a ``category_id`` other than 1 (person) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ImageId = int | str
+
+
+class BoxFileError(ValueError):
+    """A detection or annotation file that cannot be used; the message is one line."""
+
+
+@dataclass
+class Boxes:
+    """Person boxes of one image: ``xyxy`` (N, 4) float32 pixels and ``scores`` (N,) float32."""
+
+    xyxy: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls) -> "Boxes":
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+
+def whole_image(height: int, width: int) -> Boxes:
+    """Single-person mode: the whole image is one box with score 1."""
+    return Boxes(np.array([[0, 0, width, height]], np.float32), np.ones(1, np.float32))
+
+
+def clean_boxes(boxes: Boxes, height: int, width: int, thr: float = 0.0, max_people: int = 0) -> Boxes:
+    """Clip to the image, drop boxes under 1 px or below ``thr``, keep the ``max_people`` best."""
+    xyxy = boxes.xyxy.astype(np.float32, copy=True)
+    np.clip(xyxy[:, 0::2], 0, width, out=xyxy[:, 0::2])
+    np.clip(xyxy[:, 1::2], 0, height, out=xyxy[:, 1::2])
+    keep = ((xyxy[:, 2] - xyxy[:, 0]) >= 1) & ((xyxy[:, 3] - xyxy[:, 1]) >= 1) & (boxes.scores >= thr)
+    xyxy, scores = xyxy[keep], boxes.scores[keep].astype(np.float32)
+    order = np.argsort(-scores, kind="stable")
+    if max_people > 0:
+        order = order[:max_people]
+    return Boxes(xyxy[order], scores[order])
+
+
+def _load_json(path: Path, what: str):
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise BoxFileError(f"{path}: cannot read {what} ({exc.strerror or exc.__class__.__name__})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BoxFileError(f"{path}: not valid JSON ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+
+
+def read_annotation_ids(path: Path) -> dict[str, int]:
+    """``file_name`` → ``id`` from a COCO annotation file's ``images`` list (base names)."""
+    data = _load_json(path, "annotations")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise BoxFileError(f"{path}: not a COCO annotation file (no 'images' list)")
+    try:
+        return {Path(img["file_name"]).name: int(img["id"]) for img in data["images"]}
+    except (KeyError, TypeError, ValueError):
+        raise BoxFileError(f"{path}: an 'images' entry lacks file_name or an integer id") from None
+
+
+def image_ids(names: list[str], annotations: dict[str, int] | None = None) -> list[ImageId]:
+    """The id written for each image: from the annotations, else the numeric stem, else the name.
+
+    Ids are integers only if every image gets one; otherwise every image is named by its file name
+    so that the results never mix both kinds.
+    """
+    ids: list[ImageId | None] = []
+    for name in names:
+        base = Path(name).name
+        if annotations is not None:
+            ids.append(annotations.get(base))
+        else:
+            stem = Path(base).stem
+            ids.append(int(stem) if stem.isdigit() else None)
+    if all(i is not None for i in ids) and len(set(ids)) == len(ids):
+        return ids  # type: ignore[return-value]
+    return list(names)
+
+
+class DetectionFile:
+    """Boxes per image read once from a COCO-results or AlphaPose ``--detfile`` JSON list."""
+
+    def __init__(self, path: Path) -> None:
+        data = _load_json(path, "detections")
+        if isinstance(data, dict) and "annotations" in data:
+            raise BoxFileError(f"{path}: this is an annotation file, not detection results; pass it as --annotations")
+        if not isinstance(data, list):
+            raise BoxFileError(f"{path}: expected a JSON list of detections")
+        rows: dict[ImageId, list[list[float]]] = defaultdict(list)
+        for n, det in enumerate(data):
+            try:
+                if det.get("category_id", 1) != 1:
+                    continue
+                x, y, w, h = (float(v) for v in det["bbox"])
+                key = det["image_id"]
+                key = Path(key).name if isinstance(key, str) else int(key)
+                rows[key].append([x, y, x + w, y + h, float(det.get("score", 1.0))])
+            except (AttributeError, KeyError, TypeError, ValueError):
+                raise BoxFileError(f"{path}: entry {n} needs image_id, bbox [x, y, w, h] and score") from None
+        self.path = Path(path)
+        self.by_id = {k: np.asarray(v, np.float32).reshape(-1, 5) for k, v in rows.items()}
+        self.by_stem = {Path(k).stem: k for k in self.by_id if isinstance(k, str)}
+
+    def lookup(self, name: str, image_id: ImageId) -> Boxes:
+        """Boxes for an image, matched by integer id, by file name, or by file stem."""
+        base = Path(name).name
+        candidates = [image_id, name, base, self.by_stem.get(Path(base).stem)]
+        stem = Path(base).stem
+        if stem.isdigit():
+            candidates.append(int(stem))
+        for key in candidates:
+            if key is not None and key in self.by_id:
+                rows = self.by_id[key]
+                return Boxes(rows[:, :4].copy(), rows[:, 4].copy())
+        return Boxes.empty()

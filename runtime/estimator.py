@@ -1,0 +1,210 @@
+"""``PoseEstimator``: an exported rmpe model (plus optional detector and pose NMS) as a Python callable.
+
+>>> est = PoseEstimator("model.onnx")                # doctest: +SKIP
+>>> poses = est(image_rgb_uint8, boxes=[[40, 30, 200, 380]])  # doctest: +SKIP
+>>> poses.keypoints.shape                             # (people, K, 2) in image pixels  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .backends import Backend, BackendError, BackendOptions, open_backend
+from .boxes import Boxes, clean_boxes, whole_image
+from .metadata import (INPUT_BOX_IMAGE_INDEX, INPUT_BOXES, INPUT_IMAGES, OUTPUT_KEYPOINTS, OUTPUT_SCORES,
+                       ModelMetadata)
+
+NMS_MODES = ("alphapose", "rmpe", "none")
+
+
+@dataclass
+class Pose:
+    """One person: keypoints (K, 2) in image pixels, their scores (K,), box xyxy (4,), score."""
+
+    keypoints: np.ndarray
+    keypoint_scores: np.ndarray
+    box: np.ndarray
+    score: float
+
+
+@dataclass
+class Poses:
+    """The people of one image as arrays: keypoints (M, K, 2), keypoint_scores (M, K), boxes (M, 4), scores (M,).
+
+    Iterating or indexing gives :class:`Pose` objects.
+    """
+
+    keypoints: np.ndarray
+    keypoint_scores: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, i: int) -> Pose:
+        return Pose(self.keypoints[i], self.keypoint_scores[i], self.boxes[i], float(self.scores[i]))
+
+    def __iter__(self) -> Iterator[Pose]:
+        return (self[i] for i in range(len(self)))
+
+    @classmethod
+    def empty(cls, num_keypoints: int) -> "Poses":
+        return cls(np.zeros((0, num_keypoints, 2), np.float32), np.zeros((0, num_keypoints), np.float32),
+                   np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+
+def alphapose_score(keypoint_scores: np.ndarray, box_scores: np.ndarray) -> np.ndarray:
+    """AlphaPose's person score ``mean(s) + box_score + 1.25·max(s)``, used when no NMS merges poses."""
+    return keypoint_scores.mean(axis=1) + box_scores + 1.25 * keypoint_scores.max(axis=1)
+
+
+def select_poses(keypoints: np.ndarray, keypoint_scores: np.ndarray, boxes: Boxes, mode: str) -> Poses:
+    """Pose NMS over one image's candidates (``mode`` alphapose or rmpe), or none: keep every candidate."""
+    if mode not in NMS_MODES:
+        raise ValueError(f"unknown pose NMS mode {mode!r}; choose one of {', '.join(NMS_MODES)}")
+    if mode == "none" or len(boxes) == 0:
+        return Poses(keypoints, keypoint_scores, boxes.xyxy, alphapose_score(keypoint_scores, boxes.scores))
+    try:
+        from .pose_nms import pose_nms
+    except ImportError:  # pose_nms lands separately; say so instead of failing obscurely
+        raise RuntimeError(f"pose NMS mode {mode!r} needs rmpe.runtime.pose_nms; use nms='none'") from None
+    result = pose_nms(boxes.xyxy, boxes.scores, keypoints, keypoint_scores, mode=mode)
+    return Poses(np.asarray(result.keypoints, np.float32), np.asarray(result.keypoint_scores, np.float32),
+                 np.asarray(result.boxes, np.float32), np.asarray(result.scores, np.float32))
+
+
+def pad_images(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack HxWx3 uint8 images into [B, H, W, 3], padding bottom/right with 0 (no copy for one image)."""
+    if len(images) == 1:
+        return np.ascontiguousarray(images[0], dtype=np.uint8)[None]
+    height = max(im.shape[0] for im in images)
+    width = max(im.shape[1] for im in images)
+    batch = np.zeros((len(images), height, width, 3), np.uint8)
+    for i, im in enumerate(images):
+        batch[i, :im.shape[0], :im.shape[1]] = im
+    return batch
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Accept an HxWx3 uint8 RGB array (or HxW grey); raise ``ValueError`` otherwise."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+    return image
+
+
+class PoseEstimator:
+    """An exported rmpe pose model: ``est(image, boxes=None) -> Poses``.
+
+    Without boxes, the detector finds people if one was given, otherwise the whole image is one
+    person (single-person mode). Keypoint names, skeleton and input size come from the model's metadata.
+    """
+
+    def __init__(self, model: str | Path, *, device: str = "cpu", backend: str = "auto", threads: int = 0,
+                 nms: str = "alphapose", detector: str | Path | None = None, detector_format: str = "auto",
+                 box_thr: float = 0.05, max_people: int = 0, options: BackendOptions | None = None) -> None:
+        if nms not in NMS_MODES:
+            raise ValueError(f"unknown pose NMS mode {nms!r}; choose one of {', '.join(NMS_MODES)}")
+        self.options = options or BackendOptions(backend=backend, device=device, threads=threads)
+        self.path = Path(model)
+        self.backend: Backend = open_backend(self.path, self.options)
+        self._check_io()
+        try:
+            self.metadata = ModelMetadata.from_props(self.backend.metadata)
+        except (ValueError, TypeError) as exc:
+            raise BackendError(f"{self.path.name}: {exc}") from None
+        self.nms, self.box_thr, self.max_people = nms, box_thr, max_people
+        self.detector = None
+        if detector is not None:
+            from .detector import YoloDetector
+
+            det_options = BackendOptions(device=self.options.device, threads=self.options.threads)
+            self.detector = YoloDetector(detector, detector_format, det_options, score_thr=box_thr)
+
+    def _check_io(self) -> None:
+        inputs = {t.name for t in self.backend.inputs}
+        outputs = {t.name for t in self.backend.outputs}
+        need_in = {INPUT_IMAGES, INPUT_BOXES, INPUT_BOX_IMAGE_INDEX}
+        need_out = {OUTPUT_KEYPOINTS, OUTPUT_SCORES}
+        if not need_in <= inputs or not need_out <= outputs:
+            raise BackendError(
+                f"{self.path.name}: not an rmpe pose model (inputs {sorted(inputs)}, outputs {sorted(outputs)}; "
+                f"expected {sorted(need_in)} -> {sorted(need_out)})")
+
+    @property
+    def keypoint_names(self) -> list[str]:
+        return list(self.metadata.keypoint_names)
+
+    @property
+    def skeleton(self) -> list[list[int]]:
+        """Limbs as 1-based keypoint pairs, as in COCO."""
+        return [list(p) for p in self.metadata.skeleton]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the crop the SPPE sees."""
+        return int(self.metadata.input_size[0]), int(self.metadata.input_size[1])
+
+    @property
+    def max_batch(self) -> int | None:
+        """Most boxes per graph call the backend accepts (TensorRT profiles), or None for any."""
+        return None if type(self.backend).__name__ == "OrtBackend" else int(self.metadata.max_boxes)
+
+    def infer(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One graph call: boxes (n_i, 4) of each image → keypoints (sum n_i, K, 2) and scores (sum n_i, K)."""
+        counts = [len(b) for b in boxes]
+        k = self.metadata.num_keypoints
+        if sum(counts) == 0:
+            return np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32)
+        feeds = {
+            INPUT_IMAGES: pad_images(images),
+            INPUT_BOXES: np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]),
+            INPUT_BOX_IMAGE_INDEX: np.repeat(np.arange(len(images), dtype=np.int32), counts),
+        }
+        out = self.backend.run(feeds)
+        return np.asarray(out[OUTPUT_KEYPOINTS], np.float32), np.asarray(out[OUTPUT_SCORES], np.float32)
+
+    def find_boxes(self, image: np.ndarray) -> Boxes:
+        """People in ``image`` from the detector, or the whole image when there is none."""
+        if self.detector is None:
+            return whole_image(*image.shape[:2])
+        return self.detector(image)
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray | Sequence[Sequence[float]] | None = None,
+                 box_scores: np.ndarray | Sequence[float] | None = None) -> Poses:
+        """Poses of the people in an HxWx3 uint8 RGB ``image``; ``boxes`` are xyxy pixels (N, 4)."""
+        image = check_image(image)
+        if boxes is None:
+            found = self.find_boxes(image)
+        else:
+            xyxy = np.asarray(boxes, np.float32).reshape(-1, 4)
+            scores = np.ones(len(xyxy), np.float32) if box_scores is None else np.asarray(box_scores, np.float32)
+            found = Boxes(xyxy, scores)
+        found = clean_boxes(found, *image.shape[:2], thr=self.box_thr if boxes is None else 0.0,
+                            max_people=self.max_people)
+        if len(found) == 0:
+            return Poses.empty(self.metadata.num_keypoints)
+        limit = self.max_batch or len(found)
+        parts = [self.infer([image], [found.xyxy[i:i + limit]]) for i in range(0, len(found), limit)]
+        keypoints = np.concatenate([p[0] for p in parts])
+        scores = np.concatenate([p[1] for p in parts])
+        return select_poses(keypoints, scores, found, self.nms)
+
+    def close(self) -> None:
+        """Release the model (and detector) sessions."""
+        self.backend.close()
+        if self.detector is not None:
+            self.detector.close()
+
+    def __enter__(self) -> "PoseEstimator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

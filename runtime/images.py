@@ -1,0 +1,132 @@
+"""Finding input images (files, folders, globs, path lists) and decoding them to RGB uint8 arrays."""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+_GLOB_CHARS = "*?["
+
+
+class ImageError(Exception):
+    """An image that cannot be decoded; the message names the problem in a few words."""
+
+
+@dataclass
+class InputItem:
+    """One image to process: where it is and its name relative to the input it was found under."""
+
+    path: Path
+    name: str  # relative posix path for folders, the file name otherwise
+
+
+@dataclass
+class Inputs:
+    """The images found, plus one-line notes about inputs that were skipped."""
+
+    items: list[InputItem] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # missing paths, unreadable lists
+    skipped: list[str] = field(default_factory=list)  # files in folders that are not images
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a file whose suffix is one of the supported image formats."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _scan_folder(folder: Path, recursive: bool, found: Inputs) -> None:
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    for path in sorted(files):
+        rel = path.relative_to(folder)
+        if not path.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue
+        if is_image_file(path):
+            found.items.append(InputItem(path, rel.as_posix()))
+        else:
+            found.skipped.append(rel.as_posix())
+
+
+def _read_list(list_file: Path, found: Inputs) -> None:
+    try:
+        lines = list_file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        found.problems.append(f"{list_file}: cannot read path list ({exc.__class__.__name__})")
+        return
+    for line in lines:
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        path = Path(entry)
+        if not path.is_absolute():
+            path = list_file.parent / path
+        found.items.append(InputItem(path, path.name))
+
+
+def find_inputs(specs: list[str], recursive: bool = False) -> Inputs:
+    """Expand image files, folders, glob patterns and ``.txt`` path lists into an ordered list."""
+    found = Inputs()
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            _scan_folder(path, recursive, found)
+        elif path.is_file() and path.suffix.lower() in LIST_SUFFIXES:
+            _read_list(path, found)
+        elif path.is_file():
+            found.items.append(InputItem(path, path.name))
+        elif any(c in spec for c in _GLOB_CHARS):
+            matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
+            files = [p for p in matches if p.is_file() and is_image_file(p)]
+            if not files:
+                found.problems.append(f"{spec}: pattern matches no images")
+            found.items.extend(InputItem(p, p.name) for p in files)
+        else:
+            found.problems.append(f"{spec}: no such file or folder")
+    return found
+
+
+def _to_rgb(image) -> np.ndarray:
+    """Convert any PIL mode (grey, 16-bit, float, RGBA, palette, CMYK) to an HxWx3 uint8 array."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = values.max(initial=0.0)
+        if mode == "F" and peak <= 1.0:
+            values = values * 255.0
+        elif peak > 255.0:  # 16-bit range
+            values = values / 257.0
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_image(path: Path) -> np.ndarray:
+    """Decode ``path`` to RGB uint8 (EXIF orientation applied); raise :class:`ImageError` on failure."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageError(f"cannot open ({exc.strerror or exc.__class__.__name__})") from None
+    if size == 0:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
+    except UnidentifiedImageError:
+        raise ImageError("not an image or an unsupported format") from None
+    except Image.DecompressionBombError:
+        raise ImageError("image too large (decompression bomb guard)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ImageError(f"cannot decode ({text})") from None

@@ -1,0 +1,164 @@
+"""The batch pipeline: threaded decoding → boxes → batched graph calls → pose NMS → writers.
+
+Images are decoded by a small thread pool a bounded number of images ahead of the graph, so decoding
+overlaps inference. Boxes of several images go into one graph call (at most ``batch`` boxes; the
+images of a call are padded bottom/right to a common size), then each image's candidates go
+through pose NMS and to the writers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+
+from .boxes import Boxes, ImageId, clean_boxes
+from .estimator import PoseEstimator, Poses, select_poses
+from .images import ImageError, InputItem, load_image
+
+BoxSource = Callable[[InputItem, ImageId, np.ndarray], Boxes]
+
+
+class Sink(Protocol):
+    """Receives each image's poses, in the order the images finish."""
+
+    def __call__(self, index: int, item: InputItem, image: np.ndarray, poses: Poses) -> None: ...
+
+
+@dataclass
+class RunStats:
+    """Counts and seconds of one run; ``decode`` is thread time, ``decode_wait`` what the graph waited."""
+
+    images: int = 0
+    people: int = 0
+    failures: int = 0
+    graph_calls: int = 0
+    wall: float = 0.0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("decode", "decode_wait", "boxes", "graph", "nms", "write"), 0.0))
+
+    def summary(self) -> str:
+        """One line: images, people, failures, throughput and where the time went."""
+        s = self.seconds
+        rate = self.images / self.wall if self.wall > 0 else 0.0
+        return (f"{self.images} images, {self.people} people, {self.failures} failures in {self.wall:.2f} s "
+                f"({rate:.1f} images/s, {self.graph_calls} graph calls); time: decode {s['decode']:.2f} s "
+                f"(graph waited {s['decode_wait']:.2f} s), boxes {s['boxes']:.2f} s, graph {s['graph']:.2f} s, "
+                f"nms {s['nms']:.2f} s, write {s['write']:.2f} s")
+
+
+def _timed_load(item: InputItem) -> tuple[np.ndarray | ImageError, float]:
+    start = time.perf_counter()
+    try:
+        result: np.ndarray | ImageError = load_image(item.path)
+    except ImageError as exc:
+        result = exc
+    return result, time.perf_counter() - start
+
+
+def decode_ahead(items: list[InputItem], workers: int, ahead: int,
+                 stats: RunStats) -> Iterator[tuple[int, InputItem, np.ndarray | ImageError]]:
+    """Yield decoded images in input order while up to ``ahead`` more decode in ``workers`` threads."""
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="rmpe-decode") as pool:
+        queue: deque[tuple[int, InputItem, Future]] = deque()
+        todo = iter(enumerate(items))
+        for index, item in todo:
+            queue.append((index, item, pool.submit(_timed_load, item)))
+            if len(queue) >= max(1, ahead):
+                break
+        while queue:
+            index, item, future = queue.popleft()
+            start = time.perf_counter()
+            result, seconds = future.result()
+            stats.seconds["decode_wait"] += time.perf_counter() - start
+            stats.seconds["decode"] += seconds
+            nxt = next(todo, None)
+            if nxt is not None:
+                queue.append((nxt[0], nxt[1], pool.submit(_timed_load, nxt[1])))
+            yield index, item, result
+
+
+@dataclass
+class _Pending:
+    index: int
+    item: InputItem
+    image: np.ndarray
+    boxes: Boxes
+
+
+class Pipeline:
+    """Runs an estimator over many images with batching; results go to ``sinks``."""
+
+    def __init__(self, estimator: PoseEstimator, box_source: BoxSource, sinks: list[Sink], *, batch: int = 16,
+                 box_thr: float = 0.05, max_people: int = 0, workers: int = 2, ahead: int = 8) -> None:
+        limit = estimator.max_batch
+        self.estimator, self.box_source, self.sinks = estimator, box_source, sinks
+        self.batch = max(1, min(batch, limit) if limit else batch)
+        self.box_thr, self.max_people = box_thr, max_people
+        self.workers, self.ahead = workers, ahead
+        self.stats = RunStats()
+        self._pending: list[_Pending] = []
+
+    def run(self, items: list[InputItem], ids: list[ImageId],
+            on_failure: Callable[[InputItem, str], None], progress: Callable[[], None] | None = None) -> RunStats:
+        """Process ``items`` (with their output ``ids``); unreadable images go to ``on_failure``."""
+        start = time.perf_counter()
+        for index, item, result in decode_ahead(items, self.workers, self.ahead, self.stats):
+            if isinstance(result, ImageError):
+                self.stats.failures += 1
+                on_failure(item, str(result))
+            else:
+                self._add(index, item, ids[index], result)
+            if progress is not None:
+                progress()
+        self._flush()
+        self.stats.wall = time.perf_counter() - start
+        return self.stats
+
+    def _add(self, index: int, item: InputItem, image_id: ImageId, image: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        boxes = clean_boxes(self.box_source(item, image_id, image), *image.shape[:2],
+                            thr=self.box_thr, max_people=self.max_people)
+        self.stats.seconds["boxes"] += time.perf_counter() - t0
+        pending_boxes = sum(len(p.boxes) for p in self._pending)
+        if self._pending and pending_boxes + len(boxes) > self.batch:
+            self._flush()
+        self._pending.append(_Pending(index, item, image, boxes))
+        if len(boxes) >= self.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Run the pending images through the graph (splitting one oversized image) and emit them."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        if len(pending) == 1 and len(pending[0].boxes) > self.batch:
+            xyxy = pending[0].boxes.xyxy
+            chunks = [self._infer([pending[0].image], [xyxy[i:i + self.batch]]) for i in range(0, len(xyxy), self.batch)]
+            keypoints = np.concatenate([c[0] for c in chunks])
+            scores = np.concatenate([c[1] for c in chunks])
+        else:
+            with_boxes = [p for p in pending if len(p.boxes)]
+            keypoints, scores = self._infer([p.image for p in with_boxes], [p.boxes.xyxy for p in with_boxes])
+        self.stats.seconds["graph"] += time.perf_counter() - t0
+        offsets = np.cumsum([0] + [len(p.boxes) for p in pending])
+        for p, a, b in zip(pending, offsets[:-1], offsets[1:]):
+            t1 = time.perf_counter()
+            poses = select_poses(keypoints[a:b], scores[a:b], p.boxes, self.estimator.nms)
+            t2 = time.perf_counter()
+            for sink in self.sinks:
+                sink(p.index, p.item, p.image, poses)
+            self.stats.seconds["nms"] += t2 - t1
+            self.stats.seconds["write"] += time.perf_counter() - t2
+            self.stats.images += 1
+            self.stats.people += len(poses)
+
+    def _infer(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if sum(len(b) for b in boxes):
+            self.stats.graph_calls += 1
+        return self.estimator.infer(images, boxes)
