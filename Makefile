@@ -1,0 +1,32 @@
+# Two entry points for a fresh clone: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+# CPU torch by default; GPU users: make demo TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT := out
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e '.[train,bench,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rmpe-data synth --out $(OUT)/samples --images 8 --seed 20261125
+	$(BIN)/rmpe-export --out $(OUT)/model
+	$(BIN)/rmpe-run $(OUT)/model/model.onnx $(OUT)/samples/images --boxes $(OUT)/samples/detections.json \
+		--out $(OUT)/results.json --save-img $(OUT)/vis
+	@echo "drawings: $(OUT)/vis/   results: $(OUT)/results.json"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(OUT)

@@ -1,0 +1,82 @@
+"""rmpe-export writes one self-contained, checked ONNX file that ONNX Runtime runs like PyTorch."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from rmpe.export.checkpoint import load_graph
+from rmpe.export.cli import main as export_main
+from rmpe.export.parity import realistic_inputs
+from rmpe.runtime.metadata import ModelMetadata
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fp32")
+    assert export_main(["--out", str(out), "--max-boxes", "16"]) == 0
+    return out
+
+
+def test_writes_single_file_with_metadata_and_sidecar(exported: Path) -> None:
+    assert sorted(p.name for p in exported.iterdir()) == ["model.json", "model.onnx"]
+    model = onnx.load(str(exported / "model.onnx"))
+    onnx.checker.check_model(model)
+    props = {p.key: p.value for p in model.metadata_props}
+    meta = ModelMetadata.from_props(props)
+    assert meta == ModelMetadata.read_json(exported / "model.json")
+    assert meta.num_keypoints == 17 and meta.precision == "fp32" and meta.max_boxes == 16
+    assert meta.rmpe_version and meta.input_size == [128, 96]
+
+
+def test_graph_uses_gridsample_not_affinegrid(exported: Path) -> None:
+    ops = {node.op_type for node in onnx.load(str(exported / "model.onnx")).graph.node}
+    assert "GridSample" in ops and "AffineGrid" not in ops
+
+
+def test_onnxruntime_matches_pytorch_on_other_shapes(exported: Path) -> None:
+    """Other image count, sizes and box count than the export trace used."""
+    graph, _ = load_graph(None)
+    inputs = realistic_inputs(seed=5)
+    session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    keypoints, scores = session.run(None, inputs)
+    with torch.no_grad():
+        ref_k, ref_s = graph(*(torch.from_numpy(v) for v in inputs.values()))
+    assert keypoints.shape == (len(inputs["boxes"]), 17, 2) and keypoints.dtype == np.float32
+    assert np.mean(np.linalg.norm(keypoints - ref_k.numpy(), axis=-1) > 0.05) <= 0.01
+    assert np.abs(scores - ref_s.numpy()).max() < 1e-4
+
+
+def test_fp16_variant_keeps_fp32_io_and_halves_weights(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert export_main(["--fp16", "--out", str(tmp_path)]) == 0
+    assert "fp16 vs PyTorch fp32" in capsys.readouterr().out
+    model = onnx.load(str(tmp_path / "model.onnx"))
+    io_types = {v.type.tensor_type.elem_type for v in [model.graph.input[1], *model.graph.output]}
+    assert io_types == {onnx.TensorProto.FLOAT}
+    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+    dtypes = {i.data_type for i in model.graph.initializer if i.name in conv_weights}
+    assert dtypes == {onnx.TensorProto.FLOAT16}
+    grid_dtypes = {i.data_type for i in model.graph.initializer if i.dims and i.dims[-1] == 2 and len(i.dims) == 2}
+    assert onnx.TensorProto.FLOAT in grid_dtypes
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    keypoints, _ = session.run(None, realistic_inputs(seed=2))
+    assert np.isfinite(keypoints).all()
+    assert ModelMetadata.read_json(tmp_path / "model.json").precision == "fp16"
+
+
+def test_flip_graph_exports_and_runs(tmp_path: Path) -> None:
+    assert export_main(["--flip", "--out", str(tmp_path), "--input-size", "64x64"]) == 0
+    meta = ModelMetadata.read_json(tmp_path / "model.json")
+    assert meta.flip_test and meta.input_size == [64, 64]
+
+
+def test_bad_arguments_give_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert export_main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing.safetensors" in err
+    assert export_main(["--opset", "13", "--out", str(tmp_path)]) == 2
+    assert export_main(["--input-size", "100x90", "--out", str(tmp_path)]) == 2
+    assert "multiple of" in capsys.readouterr().err

@@ -1,0 +1,88 @@
+"""The deploy graph's geometry: box to crop, decode, and the whole chain back to image pixels."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rmpe.export.config import ModelConfig
+from rmpe.export.graph import PoseGraph, crop_transform, decode_heatmaps
+
+
+class BrightSpot(nn.Module):
+    """Stand-in SPPE whose every heatmap peaks on the brightest 4×4 cell of its input."""
+
+    def __init__(self, num_keypoints: int) -> None:
+        super().__init__()
+        self.k = num_keypoints
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [F.avg_pool2d(x[:, :1], 4).repeat(1, self.k, 1, 1) + self.dummy]
+
+
+def dot_images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two padded images with one bright dot per box; returns images, boxes, index and the dots."""
+    images = torch.zeros(2, 240, 320, 3, dtype=torch.uint8)
+    dots = torch.tensor([[60.0, 100.0], [200.0, 150.0], [100.0, 60.0]])
+    boxes = torch.tensor([[20.0, 40.0, 110.0, 200.0], [150.0, 60.0, 260.0, 230.0], [50.0, 10.0, 140.0, 120.0]])
+    index = torch.tensor([0, 0, 1], dtype=torch.int32)
+    for (x, y), i in zip(dots.long().tolist(), index.tolist()):
+        images[i, y - 2:y + 2, x - 2:x + 2] = 255
+    return images, boxes, index, dots
+
+
+def test_crop_keeps_centre_grows_short_side_and_enlarges() -> None:
+    affine = crop_transform(torch.tensor([[10.0, 20.0, 50.0, 220.0]]), aspect=0.75, enlarge=1.25)[0]
+    assert affine[0, 2] == 30 and affine[1, 2] == 120  # centre
+    assert torch.isclose(affine[1, 1] * 2, torch.tensor(250.0))  # height 200 × 1.25
+    assert torch.isclose(affine[0, 0] * 2, torch.tensor(200 * 0.75 * 1.25))  # width grown to the aspect
+
+
+def test_decode_finds_gaussian_peak_within_a_quarter_cell() -> None:
+    h, w = 32, 24
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    centres = torch.tensor([[5.3, 7.8], [12.5, 20.1], [0.5, 0.5]])
+    heatmaps = torch.stack([torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / 4) for cx, cy in centres])[None]
+    xy, score = decode_heatmaps(heatmaps)
+    assert (xy[0] - centres).abs().max() <= 0.25 + 1e-6
+    assert torch.allclose(score, torch.ones_like(score), atol=0.1)
+
+
+def test_chain_maps_dots_back_to_image_pixels_through_a_random_stn() -> None:
+    images, boxes, index, dots = dot_images()
+    graph = PoseGraph(ModelConfig(channels=16)).eval()
+    graph.sppe = BrightSpot(graph.config.num_keypoints)
+    with torch.no_grad():
+        graph.loc.theta.bias.copy_(torch.tensor([0.9, 0.1, 0.05, -0.05, 0.85, -0.1]))
+        keypoints, scores = graph(images, boxes, index)
+    assert keypoints.shape == (3, 17, 2) and scores.shape == (3, 17)
+    cell_in_image = 4 * (boxes[:, 3] - boxes[:, 1]) * 1.25 / graph.config.input_size[0]
+    error = (keypoints[:, 0] - dots).norm(dim=1)
+    assert (error < cell_in_image).all(), (error, cell_in_image)
+
+
+def test_flip_test_maps_dots_back_too() -> None:
+    images, boxes, index, dots = dot_images()
+    graph = PoseGraph(ModelConfig(channels=16), flip_test=True).eval()
+    graph.sppe = BrightSpot(graph.config.num_keypoints)
+    with torch.no_grad():
+        keypoints, _ = graph(images, boxes, index)
+    cell_in_image = 4 * (boxes[:, 3] - boxes[:, 1]) * 1.25 / graph.config.input_size[0]
+    assert ((keypoints[:, 0] - dots).norm(dim=1) < cell_in_image).all()
+
+
+def test_boxes_batched_over_padded_images_match_one_image_at_a_time() -> None:
+    torch.manual_seed(0)
+    graph = PoseGraph(ModelConfig(channels=16)).eval()
+    small = torch.randint(0, 256, (1, 100, 150, 3), dtype=torch.uint8)
+    large = torch.randint(0, 256, (1, 180, 120, 3), dtype=torch.uint8)
+    batch = torch.zeros(2, 180, 150, 3, dtype=torch.uint8)
+    batch[0, :100, :150], batch[1] = small[0], 0
+    batch[1, :180, :120] = large[0]
+    boxes = torch.tensor([[5.0, 5.0, 60.0, 95.0], [20.0, 30.0, 110.0, 175.0]])
+    with torch.no_grad():
+        together, s_together = graph(batch, boxes, torch.tensor([0, 1], dtype=torch.int32))
+        alone0, s0 = graph(small, boxes[:1], torch.zeros(1, dtype=torch.int32))
+        alone1, s1 = graph(large, boxes[1:], torch.zeros(1, dtype=torch.int32))
+    assert torch.allclose(together, torch.cat([alone0, alone1]), atol=1e-3)
+    assert torch.allclose(s_together, torch.cat([s0, s1]), atol=1e-5)
