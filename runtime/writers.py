@@ -15,7 +15,8 @@ from .estimator import Poses
 
 def coco_entries(image_id: ImageId, poses: Poses) -> list[dict]:
     """One COCO results entry per person: keypoints ``[x, y, s] * K``, score, box ``[x, y, w, h]``, idx."""
-    flat = np.concatenate([poses.keypoints, poses.keypoint_scores[:, :, None]], axis=2).reshape(len(poses), -1)
+    flat = np.concatenate([poses.keypoints, poses.keypoint_scores[:, :, None]], axis=2)
+    flat = flat.reshape(len(poses), flat.shape[1] * 3)
     flat = np.round(flat.astype(np.float64), 3).tolist()
     boxes = poses.boxes.astype(np.float64)
     xywh = np.round(np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1), 2).tolist()

@@ -1,0 +1,217 @@
+"""End-to-end runtime tests on a tiny stick-figure ONNX model: API, CLI, box sources, failures, outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rmpe.runtime import PoseEstimator, Poses
+from rmpe.runtime.cli import main
+from test_runtime_models import SCORE_SCALE, expected_keypoints, make_pose_model, person_image
+
+# Three images of different sizes, two people each (well apart so pose NMS keeps both).
+SCENES = {
+    "000000000001.png": (120, 160, [[10, 10, 50, 110], [90, 20, 150, 115]], [250, 200]),
+    "000000000002.png": (90, 200, [[5, 5, 45, 85], [120, 10, 180, 88]], [150, 100]),
+    "000000000003.png": (140, 120, [[10, 20, 50, 130], [60, 10, 110, 120]], [220, 180]),
+}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_pose_model(tmp_path_factory.mktemp("model") / "model.onnx")
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, (h, w, boxes, reds) in SCENES.items():
+        Image.fromarray(person_image(h, w, boxes, reds)).save(images / name)
+    return images
+
+
+def _coco_dets(path: Path, by_name: bool) -> Path:
+    dets = []
+    for name, (_, _, boxes, _) in SCENES.items():
+        for (x1, y1, x2, y2), score in zip(boxes, (0.95, 0.9)):
+            image_id = name if by_name else int(Path(name).stem)
+            dets.append({"image_id": image_id, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
+        dets.append({"image_id": image_id, "category_id": 3, "bbox": [0, 0, 10, 10], "score": 0.99})  # a car
+    path.write_text(json.dumps(dets))
+    return path
+
+
+def _by_image(results: list[dict]) -> dict:
+    grouped: dict = {}
+    for r in results:
+        grouped.setdefault(r["image_id"], []).append(r)
+    return grouped
+
+
+def _check_results(results: list[dict], ids: dict[str, object]) -> None:
+    grouped = _by_image(results)
+    for name, (_, _, boxes, reds) in SCENES.items():
+        people = sorted(grouped[ids[name]], key=lambda r: r["box"][0])
+        assert len(people) == 2
+        for person, box, red in zip(people, boxes, reds):
+            kps = np.array(person["keypoints"]).reshape(-1, 3)
+            np.testing.assert_allclose(kps[:, :2], expected_keypoints(np.array([box]))[0], atol=2e-3)
+            np.testing.assert_allclose(kps[:, 2], SCORE_SCALE * red / 255, atol=2e-3)
+            np.testing.assert_allclose(person["box"], [box[0], box[1], box[2] - box[0], box[3] - box[1]], atol=1e-2)
+            assert person["category_id"] == 1 and isinstance(person["idx"], int)
+
+
+def test_estimator_api_with_boxes(model):
+    h, w, boxes, reds = SCENES["000000000001.png"]
+    with PoseEstimator(model, nms="none") as est:
+        assert est.keypoint_names[0] == "nose" and est.input_size == (256, 192) and len(est.skeleton) == 19
+        poses = est(person_image(h, w, boxes, reds), boxes=boxes)
+    assert isinstance(poses, Poses) and len(poses) == 2
+    np.testing.assert_allclose(poses.keypoints, expected_keypoints(np.array(boxes)), atol=1e-4)
+    first = poses[0]
+    assert first.keypoints.shape == (17, 2) and first.keypoint_scores.shape == (17,) and first.box.shape == (4,)
+    assert isinstance(first.score, float)
+
+
+def test_estimator_single_person_and_pose_nms(model):
+    image = person_image(100, 60, [[0, 0, 60, 100]], [255])
+    with PoseEstimator(model) as est:
+        whole = est(image)
+        np.testing.assert_allclose(whole.keypoints[0], expected_keypoints(np.array([[0, 0, 60, 100]]))[0], atol=1e-4)
+        # three near-identical boxes of one person: pose NMS merges them into one
+        merged = est(image, boxes=[[0, 0, 60, 100], [0.5, 0, 60, 100], [0, 0.5, 60, 100]], box_scores=[0.9, 0.8, 0.7])
+        assert len(merged) == 1
+        assert len(est(image, boxes=np.zeros((0, 4)))) == 0
+
+
+def test_cli_boxes_batched_and_pycocotools(model, folder, tmp_path):
+    out = tmp_path / "results.json"
+    dets = _coco_dets(tmp_path / "dets.json", by_name=False)
+    # batch 3 → a call holds boxes of two images (padded to a common size) or one image split in two
+    assert main([str(model), str(folder), "--boxes", str(dets), "--out", str(out), "--batch", "3", "--quiet"]) == 0
+    results = json.loads(out.read_text())
+    _check_results(results, {name: int(Path(name).stem) for name in SCENES})
+
+    from pycocotools.coco import COCO
+
+    gt = COCO()
+    gt.dataset = {"images": [{"id": int(Path(n).stem), "file_name": n, "height": s[0], "width": s[1]}
+                             for n, s in SCENES.items()],
+                  "annotations": [], "categories": [{"id": 1, "name": "person"}]}
+    gt.createIndex()
+    loaded = gt.loadRes(str(out))
+    assert len(loaded.getAnnIds()) == 6
+
+
+def test_cli_alphapose_detfile_with_names(model, folder, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    dets = _coco_dets(tmp_path / "dets.json", by_name=True)
+    (folder / "frame_a.png").write_bytes((folder / "000000000001.png").read_bytes())  # non-numeric name
+    assert main([str(model), str(folder), "--detfile", str(dets), "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    _check_results(results, {name: name for name in SCENES})  # not all numeric: file names as ids
+    assert "frame_a.png" not in _by_image(results)  # no detections for it: no people
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "4 images, 6 people, 0 failures" in summary and "graph" in summary and "nms" in summary
+
+
+def test_cli_annotations_map_ids(model, folder, tmp_path):
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 100 + i, "file_name": n} for i, n in enumerate(SCENES)],
+                               "annotations": [], "categories": []}))
+    dets = [{"image_id": 100 + i, "category_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": 0.9}
+            for i, (n, (_, _, boxes, _)) in enumerate(SCENES.items()) for b in boxes]
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    out = tmp_path / "r.json"
+    assert main([str(model), str(folder), "--boxes", str(tmp_path / "dets.json"), "--annotations", str(ann),
+                 "--out", str(out), "--quiet"]) == 0
+    _check_results(json.loads(out.read_text()), {n: 100 + i for i, n in enumerate(SCENES)})
+
+
+def test_cli_single_person_glob_and_drawing(model, folder, tmp_path):
+    out, vis = tmp_path / "r.json", tmp_path / "vis"
+    assert main([str(model), str(folder / "*.png"), "--out", str(out), "--save-img", str(vis), "--nms", "none",
+                 "--quiet"]) == 0
+    results = json.loads(out.read_text())
+    assert len(results) == 3 and {r["idx"] for r in results} == {0}
+    for r in results:
+        h, w = SCENES[f"{r['image_id']:012d}.png"][:2]
+        assert r["box"] == [0, 0, w, h]
+    drawn = sorted(p.name for p in vis.iterdir())
+    assert drawn == sorted(SCENES)
+    before = person_image(*SCENES["000000000001.png"][:2], *SCENES["000000000001.png"][2:])
+    assert (np.asarray(Image.open(vis / "000000000001.png").convert("RGB")) != before).any()
+
+
+def test_cli_bad_files_are_reported_and_skipped(model, folder, tmp_path, capsys):
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image\n")
+    (folder / "fake.webp").write_text("plain text with an image suffix\n")
+    out = tmp_path / "r.json"
+    assert main([str(model), str(folder), "--out", str(out), "--nms", "none"]) == 0
+    err = capsys.readouterr().err
+    for name in ("corrupt.jpg", "empty.png", "fake.webp"):
+        lines = [line for line in err.splitlines() if name in line]
+        assert len(lines) == 1 and "skipped" in lines[0], err
+    assert "empty file" in err and "notes.txt" in err and "Traceback" not in err
+    assert "3 images, 3 people, 3 failures" in err
+    assert len(json.loads(out.read_text())) == 3
+    assert main([str(model), str(folder / "corrupt.jpg")]) == 1  # nothing readable: status 1
+
+
+def test_cli_empty_folder_and_bad_inputs_exit_2(model, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([str(model), str(tmp_path / "empty")]) == 2
+    assert "no images found" in capsys.readouterr().err
+    image = tmp_path / "one.png"
+    Image.fromarray(person_image(20, 20, [], [])).save(image)
+    not_model = tmp_path / "not_a_model.onnx"
+    not_model.write_bytes(b"garbage")
+    assert main([str(not_model), str(image)]) == 2
+    assert "not_a_model.onnx" in capsys.readouterr().err
+    bad_boxes = tmp_path / "dets.json"
+    bad_boxes.write_text("{broken")
+    assert main([str(model), str(image), "--boxes", str(bad_boxes)]) == 2
+    err = capsys.readouterr().err
+    assert "dets.json" in err and "Traceback" not in err
+    assert main([str(model.with_suffix(".plan")), str(image)]) == 2
+
+
+def test_engine_file_needs_tensorrt(model, tmp_path, capsys):
+    engine = tmp_path / "model.plan"
+    engine.write_bytes(b"not an engine")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        image = tmp_path / "one.png"
+        Image.fromarray(person_image(20, 20, [], [])).save(image)
+        assert main([str(engine), str(image)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "tensorrt" in err[0].lower()
+    else:
+        pytest.skip("tensorrt is installed; the missing-package message is not reachable")
+
+
+def test_runtime_runs_with_torch_blocked(model, folder):
+    code = f"""
+import sys
+sys.modules['torch'] = None  # any 'import torch' now raises ImportError
+import numpy as np
+from rmpe.runtime import PoseEstimator
+from rmpe.runtime.cli import main
+est = PoseEstimator({str(model)!r}, nms='none')
+assert len(est(np.zeros((50, 40, 3), np.uint8))) == 1
+assert main([{str(model)!r}, {str(folder)!r}, '--quiet', '--nms', 'none']) == 0
+import rmpe.runtime.backends, rmpe.runtime.detector, rmpe.runtime.draw, rmpe.runtime.pipeline, rmpe.runtime.writers
+print('ok')
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
