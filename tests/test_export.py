@@ -59,8 +59,11 @@ def test_fp16_variant_keeps_fp32_io_and_halves_weights(tmp_path: Path, capsys: p
     conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
     dtypes = {i.data_type for i in model.graph.initializer if i.name in conv_weights}
     assert dtypes == {onnx.TensorProto.FLOAT16}
-    grid_dtypes = {i.data_type for i in model.graph.initializer if i.dims and i.dims[-1] == 2 and len(i.dims) == 2}
-    assert onnx.TensorProto.FLOAT in grid_dtypes
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    fp32_only = [n.input[i] for n in model.graph.node if n.op_type == "GridSample" for i in (0, 1)]
+    fp32_only += [n.input[0] for n in model.graph.node if n.op_type == "ArgMax"]
+    assert fp32_only and {types[name] for name in fp32_only} == {onnx.TensorProto.FLOAT}
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     keypoints, _ = session.run(None, realistic_inputs(seed=2))
     assert np.isfinite(keypoints).all()
