@@ -1,0 +1,318 @@
+"""Parametric pose NMS (RMPE §3.3, DESIGN §1.3) in numpy.
+
+Two modes share one greedy loop: take the alive candidate with the highest mean keypoint score as
+the reference, eliminate every alive candidate that is too similar to it (its *cluster*), repeat;
+then merge each cluster into one pose and filter the merged poses.
+
+- ``mode="alphapose"`` reproduces the widely used AlphaPose rules exactly: absolute-pixel
+  distances, a 1-pixel K_sim window, unsquared ``exp(-d/σ2)``, match/merge radii
+  ``min(alpha·max(w, h), 7 | 15)`` px.
+- ``mode="rmpe"`` is the paper's scale-aware form: every distance is divided by the reference
+  box size ``S = max(w, h)``, the K_sim window is a square of side ``ksim_window·S`` centred on the
+  reference keypoint, ``H_sim`` uses squared normalised distances, and the match/merge radii are
+  fractions of ``S``. Scaling the whole scene leaves every decision unchanged (the area filter,
+  which is in px², aside).
+
+Keypoints with a NaN coordinate or score are *missing*: they never match, never merge, score 0
+in rankings, and a merged keypoint with no contributions comes out as NaN with score 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal, Union
+
+import numpy as np
+
+Mode = Literal["alphapose", "rmpe"]
+
+ZERO_SCORE = 1e-5  # AlphaPose replaces keypoint scores of exactly 0 by this.
+_PAIR_CHUNK = 1 << 14  # candidate pairs evaluated per numpy pass
+
+
+@dataclass(frozen=True)
+class AlphaPoseParams:
+    """AlphaPose's constants; lengths in pixels."""
+
+    delta1: float = 1.0  # σ1: softness of the score product in K_sim
+    mu: float = 1.7  # λ: weight of H_sim
+    delta2: float = 2.65  # σ2: decay of exp(-d/σ2) in H_sim
+    gamma: float = 22.48  # η: eliminate when the similarity exceeds this
+    score_thresh: float = 0.3  # drop a pose whose best keypoint score is below this
+    match_thresh: int = 5  # eliminate when this many keypoints lie within the match radius
+    area_thresh: float = 0.0  # drop a merged pose whose 2.25·range(x)·range(y) (px²) is below this
+    alpha: float = 0.1  # match and merge radii as a fraction of max(w, h) of the reference box
+    match_cap: float = 7.0  # upper bound of the match radius (px)
+    merge_cap: float = 15.0  # upper bound of the merge radius (px)
+    ksim_radius: float = 1.0  # K_sim counts keypoints within this Euclidean distance (px)
+
+    def scale(self, box_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per reference box of size max(w, h): length unit (1 px), match and merge radii (px)."""
+        ref = self.alpha * box_sizes
+        return np.ones_like(box_sizes), np.minimum(ref, self.match_cap), np.minimum(ref, self.merge_cap)
+
+    def window(self, dx: np.ndarray, dy: np.ndarray, dist: np.ndarray, unit: np.ndarray) -> np.ndarray:
+        """K_sim window: within ksim_radius px (Euclidean) of the reference keypoint."""
+        return dist <= self.ksim_radius
+
+    def closeness(self, dist: np.ndarray, unit: np.ndarray) -> np.ndarray:
+        """H_sim terms exp(-d/σ2) over pixel distances, unsquared as in AlphaPose."""
+        return np.exp(dist * (-1.0 / self.delta2))
+
+    def closeness_radius(self, level: float) -> float:
+        """Distance (units) at which one H_sim term falls to ``level`` (0 < level < 1)."""
+        return float(-self.delta2 * np.log(level))
+
+    def window_radius(self) -> float:
+        """Largest distance (units) inside the K_sim window."""
+        return self.ksim_radius
+
+
+@dataclass(frozen=True)
+class RMPEParams:
+    """Scale-aware constants; lengths are fractions of the reference box size S = max(w, h).
+
+    Chosen by ``rmpe-bench nms-tune`` (benchmarks/nms_tuning.py, see BENCHMARKS.md "Pose NMS"):
+    a grid search maximising COCO keypoint AP on simulated scenes (people 20–800 px, 1–6
+    duplicate candidates each, jitter proportional to size). Re-check on the synthetic data set
+    with a simulated detector once it lands.
+    """
+
+    delta1: float = 1.0
+    mu: float = 1.7
+    delta2: float = 0.01  # σ2 of exp(-(d/S)²/σ2)
+    gamma: float = 22.48
+    score_thresh: float = 0.3
+    match_thresh: int = 5
+    area_thresh: float = 0.0  # px², like AlphaPose (not scale-invariant; 0 disables it)
+    match_radius: float = 0.1  # match radius / S
+    merge_radius: float = 0.15  # merge radius / S
+    ksim_window: float = 0.1  # side of the K_sim square window / S (paper: 1/10 of the box)
+
+    def scale(self, box_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per reference box: length unit S (guarded against 0), match and merge radii (px)."""
+        units = np.maximum(box_sizes, np.finfo(np.float64).tiny)
+        return units, self.match_radius * units, self.merge_radius * units
+
+    def window(self, dx: np.ndarray, dy: np.ndarray, dist: np.ndarray, unit: np.ndarray) -> np.ndarray:
+        """K_sim window: inside the square of side ksim_window·S centred on the reference keypoint."""
+        return np.maximum(np.abs(dx), np.abs(dy)) <= (0.5 * self.ksim_window) * unit
+
+    def closeness(self, dist: np.ndarray, unit: np.ndarray) -> np.ndarray:
+        """H_sim terms exp(-(d/S)²/σ2) over normalised distances, as in the paper."""
+        return np.exp(np.square(dist) * (-1.0 / self.delta2 / np.square(unit)))
+
+    def closeness_radius(self, level: float) -> float:
+        """Distance (units) at which one H_sim term falls to ``level`` (0 < level < 1)."""
+        return float(np.sqrt(-self.delta2 * np.log(level)))
+
+    def window_radius(self) -> float:
+        """Largest distance (units) inside the K_sim window (half its diagonal)."""
+        return float(np.sqrt(0.5) * self.ksim_window)
+
+
+Params = Union[AlphaPoseParams, RMPEParams]
+_PARAMS: dict[str, type] = {"alphapose": AlphaPoseParams, "rmpe": RMPEParams}
+
+
+def nms_params(mode: Mode = "alphapose", **overrides: float) -> Params:
+    """The constants of ``mode`` with ``overrides`` applied; unknown names raise TypeError."""
+    if mode not in _PARAMS:
+        raise ValueError(f"mode must be one of {sorted(_PARAMS)}, got {mode!r}")
+    cls = _PARAMS[mode]
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"unknown constant(s) {unknown} for mode {mode!r}; known: {sorted(known)}")
+    return replace(cls(), **overrides)
+
+
+@dataclass
+class PoseNMSResult:
+    """Kept poses in greedy order (M of them) and where every input went."""
+
+    keypoints: np.ndarray  # (M, K, 2) float32 merged keypoints
+    keypoint_scores: np.ndarray  # (M, K) float32 merged keypoint scores ŝ
+    pick: np.ndarray  # (M,) int64 input index of each kept pose's reference
+    merged: list[np.ndarray]  # M int64 arrays: input indices merged into each kept pose
+    boxes: np.ndarray  # (M, 4) the pick's box
+    box_scores: np.ndarray  # (M,) the pick's box score
+    ids: np.ndarray | None  # (M,) the pick's id, or None when no ids were given
+    scores: np.ndarray  # (M,) float32 mean(ŝ) + box_score + 1.25·max(ŝ)
+    dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """int64 input indices whose cluster was removed by the score or area filter (sorted)."""
+
+
+def _check_inputs(
+    boxes: np.ndarray, box_scores: np.ndarray, poses: np.ndarray, pose_scores: np.ndarray,
+    ids: np.ndarray | None,
+) -> None:
+    """Raise ValueError unless the arrays have the documented, mutually consistent shapes."""
+    if poses.ndim != 3 or poses.shape[2] != 2 or poses.shape[1] < 1:
+        raise ValueError(f"poses must have shape (N, K, 2) with K >= 1, got {poses.shape}")
+    n, k = poses.shape[:2]
+    expected = {"boxes": (boxes, (n, 4)), "box_scores": (box_scores, (n,)),
+                "pose_scores": (pose_scores, (n, k))}
+    if ids is not None:
+        expected["ids"] = (ids, (n,))
+    for name, (array, shape) in expected.items():
+        if array.shape != shape:
+            raise ValueError(f"{name} must have shape {shape} to match poses {poses.shape}, "
+                             f"got {array.shape}")
+
+
+def _offsets(
+    xs: np.ndarray, ys: np.ndarray, j: np.ndarray, p: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel offsets of candidates j from references p and their lengths (missing: inf)."""
+    dx = np.take(xs, j, axis=0) - np.take(xs, p, axis=0)
+    dy = np.take(ys, j, axis=0) - np.take(ys, p, axis=0)
+    return dx, dy, np.fmin(np.sqrt(dx * dx + dy * dy), np.inf)
+
+
+def _row_sums(a: np.ndarray) -> np.ndarray:
+    """Sum over keypoints as a matrix-vector product (much faster than .sum(axis=1) here)."""
+    return a @ np.ones(a.shape[1])
+
+
+def _reach(params: Params, k: int) -> float:
+    """Distance (in units) beyond which keypoint pairs add nothing that can make p and j similar.
+
+    If every keypoint pair of (p, j) is farther apart than this, j is outside the K_sim window,
+    and K·μ·closeness(reach) <= γ bounds the similarity, so only matches can put j in p's cluster.
+    Degenerate constants (γ <= 0, match_thresh <= 0) make everything reachable.
+    """
+    if params.gamma <= 0 or params.match_thresh <= 0:
+        return np.inf
+    level = params.gamma / (k * params.mu) if params.mu > 0 else np.inf
+    closeness = params.closeness_radius(level) if level < 1 else 0.0
+    return max(params.window_radius(), closeness)
+
+
+def _gaps(coords: np.ndarray) -> np.ndarray:
+    """(N, N) gap along one axis between the keypoint extents of every two candidates."""
+    lo, hi = np.fmin.reduce(coords, axis=1), np.fmax.reduce(coords, axis=1)  # NaN if all missing
+    return np.maximum(0.0, np.maximum(lo[None, :] - hi[:, None], lo[:, None] - hi[None, :]))
+
+
+def _near_pairs(xs: np.ndarray, ys: np.ndarray, reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs p != j whose keypoint extents are within p's reach (px); others cannot be similar."""
+    gx, gy = _gaps(xs), _gaps(ys)
+    near = ~(np.sqrt(gx * gx + gy * gy) > reach[:, None])  # NaN (no keypoints): near
+    np.fill_diagonal(near, False)
+    return np.divmod(np.flatnonzero(near), len(xs))
+
+
+def _similar(
+    xs: np.ndarray, ys: np.ndarray, tanh_scores: np.ndarray, units: np.ndarray,
+    match_px: np.ndarray, params: Params,
+) -> np.ndarray:
+    """(N, N) bool: j is in p's cluster when p is the reference (p itself always); all pairs at once."""
+    n, k = tanh_scores.shape
+    reach = np.maximum(_reach(params, k) * units, match_px) * (1 + 1e-6)
+    similar = np.eye(n, dtype=bool)
+    pairs_p, pairs_j = _near_pairs(xs, ys, reach)
+    for lo in range(0, len(pairs_p), _PAIR_CHUNK):  # bounds memory in crowded scenes
+        p, j = pairs_p[lo:lo + _PAIR_CHUNK], pairs_j[lo:lo + _PAIR_CHUNK]
+        dx, dy, dist = _offsets(xs, ys, j, p)
+        unit = units[p, None]
+        both = np.take(tanh_scores, j, axis=0) * np.take(tanh_scores, p, axis=0)
+        ksim = _row_sums(params.window(dx, dy, dist, unit) * both)
+        simi = ksim + params.mu * _row_sums(params.closeness(dist, unit))
+        matches = np.count_nonzero(dist <= match_px[p, None], axis=1)
+        similar[p, j] = (simi > params.gamma) | (matches >= params.match_thresh)
+    return similar
+
+
+def _greedy_clusters(similar: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Greedy elimination: the picks and their clusters (sorted input indices).
+
+    Visiting candidates by descending rank (ties: lower index first) and taking each one still
+    alive is the same as repeatedly taking numpy's argmax among the alive.
+    """
+    alive = np.ones(len(rank), bool)
+    picks: list[int] = []
+    clusters: list[np.ndarray] = []
+    for p in np.argsort(-rank, kind="stable").tolist():
+        if alive[p]:
+            members = np.flatnonzero(alive & similar[p])
+            alive[members] = False
+            picks.append(p)
+            clusters.append(members)
+    return np.asarray(picks, np.int64), clusters
+
+
+def _merge_clusters(
+    xs: np.ndarray, ys: np.ndarray, scores: np.ndarray, picks: np.ndarray,
+    clusters: list[np.ndarray], merge_px: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Score-weighted merge of every cluster at once: x̂ = Σw·x/Σw, ŝ = Σw²/Σw, w = s·[d ≤ r]."""
+    sizes = [len(c) for c in clusters]
+    members = np.concatenate([picks[:0], *clusters])
+    ref = np.repeat(picks, sizes)  # each member's reference
+    _, _, dist = _offsets(xs, ys, members, ref)
+    w = np.where(dist <= merge_px[ref, None], scores[members], 0.0)
+    terms = np.stack([w, w * w, w * np.nan_to_num(xs[members]), w * np.nan_to_num(ys[members])])
+    starts = np.cumsum([0, *sizes[:-1]])[:len(sizes)]
+    sum_w, sum_ww, sum_wx, sum_wy = np.add.reduceat(terms, starts, axis=1) if sizes else terms
+    has = sum_w > 0
+    safe = np.where(has, sum_w, 1.0)
+    return (np.where(has, sum_wx / safe, np.nan), np.where(has, sum_wy / safe, np.nan),
+            np.where(has, sum_ww / safe, 0.0))
+
+
+def _area(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """AlphaPose's area test value 2.25·range(x)·range(y) over present keypoints (0 if none)."""
+    extent_x = np.fmax.reduce(xs, axis=1) - np.fmin.reduce(xs, axis=1)
+    extent_y = np.fmax.reduce(ys, axis=1) - np.fmin.reduce(ys, axis=1)
+    return 2.25 * np.nan_to_num(extent_x * extent_y)
+
+
+def pose_nms(
+    boxes: np.ndarray,
+    box_scores: np.ndarray,
+    poses: np.ndarray,
+    pose_scores: np.ndarray,
+    ids: np.ndarray | None = None,
+    *,
+    mode: Mode = "alphapose",
+    **overrides: float,
+) -> PoseNMSResult:
+    """Parametric pose NMS of N candidate poses (see the module docstring for the two modes).
+
+    ``boxes`` (N, 4) xyxy px, ``box_scores`` (N,), ``poses`` (N, K, 2) px, ``pose_scores`` (N, K),
+    ``ids`` (N,) optional; any constant of ``AlphaPoseParams`` / ``RMPEParams`` by keyword.
+    """
+    params = nms_params(mode, **overrides)
+    boxes, box_scores = np.asarray(boxes), np.asarray(box_scores)
+    poses = np.asarray(poses, np.float64)
+    scores = np.asarray(pose_scores, np.float64)
+    ids = None if ids is None else np.asarray(ids)
+    _check_inputs(boxes, box_scores, poses, scores, ids)
+
+    missing = np.isnan(poses).any(axis=2) | np.isnan(scores)
+    scores = np.where(missing, 0.0, np.where(scores == 0, ZERO_SCORE, scores))
+    xs = np.where(missing, np.nan, poses[..., 0])  # C-contiguous (N, K) planes: fast numpy loops
+    ys = np.where(missing, np.nan, poses[..., 1])
+    box_sizes = (boxes[:, 2:4].astype(np.float64) - boxes[:, 0:2]).max(axis=1)
+    units, match_px, merge_px = params.scale(box_sizes)
+
+    similar = _similar(xs, ys, np.tanh(scores / params.delta1), units, match_px, params)
+    picks, clusters = _greedy_clusters(similar, scores.mean(axis=1))
+    mx, my, merged_s = _merge_clusters(xs, ys, scores, picks, clusters, merge_px)
+    keep = ((scores[picks].max(axis=1) >= params.score_thresh)
+            & (merged_s.max(axis=1) >= params.score_thresh)
+            & (_area(mx, my) >= params.area_thresh))
+    kept_picks, out_s = picks[keep], merged_s[keep]
+    return PoseNMSResult(
+        keypoints=np.stack([mx[keep], my[keep]], axis=2).astype(np.float32),
+        keypoint_scores=out_s.astype(np.float32),
+        pick=kept_picks,
+        merged=[c for c, k in zip(clusters, keep) if k],
+        boxes=boxes[kept_picks],
+        box_scores=box_scores[kept_picks],
+        ids=None if ids is None else ids[kept_picks],
+        scores=(out_s.mean(axis=1) + box_scores[kept_picks]
+                + 1.25 * out_s.max(axis=1)).astype(np.float32),
+        dropped=np.sort(np.concatenate([picks[:0], *(c for c, k in zip(clusters, keep) if not k)])),
+    )
