@@ -319,11 +319,12 @@ class _Painter:
             self.img.polygon([tuple(p) for p in (inner - 0.5)], fill=self._col(colour))
 
     def ellipse(self, c: np.ndarray, r: float, colour: np.ndarray, on_mask: bool = True) -> None:
-        """Filled circle of radius r (continuous pixels)."""
-        box = [c[0] - r - 0.5, c[1] - r - 0.5, c[0] + r - 0.5, c[1] + r - 0.5]
-        self.img.ellipse(box, fill=self._col(colour))
-        if on_mask and self.mask is not None:
-            self.mask.ellipse(box, fill=255)
+        """Filled circle of radius r centred on the pixel holding c (PIL truncates ellipse boxes)."""
+        px, py, k = math.floor(c[0]), math.floor(c[1]), max(round(r - 0.5), 0)
+        box = [px - k, py - k, px + k, py + k]
+        for draw, fill in ((self.img, self._col(colour)), (self.mask if on_mask else None, 255)):
+            if draw is not None:
+                draw.ellipse(box, fill=fill) if k else draw.point((px, py), fill=fill)
 
     def _quad(self, p: np.ndarray, q: np.ndarray, r1: float, r2: float) -> np.ndarray:
         """Tapered band between two points with half-widths r1, r2."""
@@ -371,7 +372,7 @@ def _draw_head(pt: _Painter, h: dict) -> None:
     labelled = h["labelled"]
     for ear, lab in zip(h["ears"], labelled[[L_EAR, R_EAR]]):
         if lab:
-            pt.ellipse(ear, max(r * 0.2, 0.8), pal["skin"] * 0.9)
+            pt.ellipse(ear, max(r * 0.2, 1.2), pal["skin"] * 0.9)
     for eye, lab in zip(h["eyes"], labelled[[L_EYE, R_EYE]]):
         if lab:
             pt.ellipse(eye, dot * 1.3, np.array([245.0, 245.0, 245.0]))
