@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rmpe.benchmarks import nms_bench
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -14,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    nms_bench.add_parser(sub)
     return parser
 
 

@@ -251,8 +251,10 @@ def _merge_clusters(
     members = np.concatenate([picks[:0], *clusters])
     ref = np.repeat(picks, sizes)  # each member's reference
     _, _, dist = _offsets(xs, ys, members, ref)
-    w = np.where(dist <= merge_px[ref, None], scores[members], 0.0)
-    terms = np.stack([w, w * w, w * np.nan_to_num(xs[members]), w * np.nan_to_num(ys[members])])
+    inside = dist <= merge_px[ref, None]  # False for missing keypoints
+    w = np.where(inside, scores[members], 0.0)
+    terms = np.stack([w, w * w, w * np.where(inside, xs[members], 0.0),
+                      w * np.where(inside, ys[members], 0.0)])
     starts = np.cumsum([0, *sizes[:-1]])[:len(sizes)]
     sum_w, sum_ww, sum_wx, sum_wy = np.add.reduceat(terms, starts, axis=1) if sizes else terms
     has = sum_w > 0
@@ -265,7 +267,7 @@ def _area(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """AlphaPose's area test value 2.25·range(x)·range(y) over present keypoints (0 if none)."""
     extent_x = np.fmax.reduce(xs, axis=1) - np.fmin.reduce(xs, axis=1)
     extent_y = np.fmax.reduce(ys, axis=1) - np.fmin.reduce(ys, axis=1)
-    return 2.25 * np.nan_to_num(extent_x * extent_y)
+    return 2.25 * np.fmax(extent_x * extent_y, 0.0)  # fmax: NaN (no keypoints) -> 0
 
 
 def pose_nms(
