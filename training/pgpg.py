@@ -100,7 +100,18 @@ class PGPG:
     @classmethod
     def fit(cls, poses: list[np.ndarray], offsets: np.ndarray, atoms: int = 16, components: int = 3,
             seed: int = 0) -> "PGPG":
-        """Cluster normalised poses with KMeans, then fit a GaussianMixture to each atom's offsets."""
+        """Cluster normalised poses with KMeans, then fit a GaussianMixture to each atom's offsets.
+
+        Runs single-threaded: the data are small, and OpenMP threads on a busy machine cost seconds.
+        """
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return cls._fit(poses, offsets, atoms, components, seed)
+
+    @classmethod
+    def _fit(cls, poses: list[np.ndarray], offsets: np.ndarray, atoms: int, components: int, seed: int) -> "PGPG":
+        """The body of fit()."""
         from sklearn.cluster import KMeans
         from sklearn.mixture import GaussianMixture
 
@@ -115,7 +126,7 @@ class PGPG:
         labels = KMeans(atoms, n_init=4, random_state=seed).fit_predict(filled)
         centres = np.stack([filled[labels == a].mean(0) for a in range(atoms)])
         offsets = np.asarray(offsets, float)[keep]
-        shared = GaussianMixture(components, random_state=seed, reg_covar=1e-5).fit(offsets)
+        shared = GaussianMixture(components, random_state=seed, reg_covar=1e-5, init_params="k-means++").fit(offsets)
         weights = np.zeros((atoms, components))
         means = np.zeros((atoms, components, 4))
         covs = np.tile(np.eye(4) * 1e-4, (atoms, components, 1, 1))
@@ -123,7 +134,9 @@ class PGPG:
         for a in range(atoms):
             sel = offsets[labels == a]
             k = min(components, max(1, len(sel) // MIN_OFFSETS_PER_ATOM))
-            gm = GaussianMixture(k, random_state=seed, reg_covar=1e-5).fit(sel) if len(sel) >= MIN_OFFSETS_PER_ATOM else shared
+            gm = shared
+            if len(sel) >= MIN_OFFSETS_PER_ATOM:
+                gm = GaussianMixture(k, random_state=seed, reg_covar=1e-5, init_params="k-means++").fit(sel)
             n = gm.n_components
             weights[a, :n], means[a, :n], covs[a, :n] = gm.weights_, gm.means_, gm.covariances_
         return cls(centres, weights, means, covs, counts)
