@@ -37,10 +37,12 @@ def draw_poses(image: np.ndarray, poses: Poses, skeleton: list[list[int]], vis_t
         draw.text((x1 + 2, y1 + 2), label, fill=BOX_COLOUR)
         visible = pose.keypoint_scores > vis_thr
         points = [tuple(p) for p in pose.keypoints.astype(float).tolist()]
-        for (a, b), colour in zip(skeleton, limb_colours):
-            if visible[a - 1] and visible[b - 1]:
-                draw.line([points[a - 1], points[b - 1]], fill=OUTLINE, width=width + 2)
-                draw.line([points[a - 1], points[b - 1]], fill=colour, width=width)
+        limbs = [((a - 1, b - 1), colour) for (a, b), colour in zip(skeleton, limb_colours)
+                 if visible[a - 1] and visible[b - 1]]
+        for (a, b), _ in limbs:  # all outlines first, so they never cover a neighbouring limb
+            draw.line([points[a], points[b]], fill=OUTLINE, width=width + 3)
+        for (a, b), colour in limbs:
+            draw.line([points[a], points[b]], fill=colour, width=width)
         for k in np.flatnonzero(visible):
             x, y = points[k]
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=point_colours[k], outline=OUTLINE)

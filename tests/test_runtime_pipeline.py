@@ -215,3 +215,42 @@ print('ok')
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_cuda_request_on_cpu_build_warns(model, folder, capsys):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA; the fallback warning is not reachable")
+    assert main([str(model), str(folder), "--device", "cuda", "--nms", "none", "--quiet", "--threads", "1"]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and "CUDAExecutionProvider" in warning[0] and "CPU" in warning[0]
+
+
+@pytest.mark.trt
+def test_tensorrt_engine_backend(model, tmp_path):
+    trt = pytest.importorskip("tensorrt")
+    from test_runtime_models import metadata
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(model.read_bytes()):
+        pytest.skip("TensorRT's parser does not take the test graph")
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("images", (1, 8, 8, 3), (2, 160, 200, 3), (4, 400, 400, 3))
+    profile.set_shape("boxes", (1, 4), (8, 4), (64, 4))
+    profile.set_shape("box_image_index", (1,), (8,), (64,))
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        pytest.skip("TensorRT could not build the test graph here")
+    engine = tmp_path / "model.plan"
+    engine.write_bytes(bytes(serialized))
+    metadata().write_json(engine.with_suffix(".json"))
+    h, w, boxes, reds = SCENES["000000000001.png"]
+    with PoseEstimator(engine, nms="none") as est:
+        poses = est(person_image(h, w, boxes, reds), boxes=boxes)
+    np.testing.assert_allclose(poses.keypoints, expected_keypoints(np.array(boxes)), atol=1e-3)
