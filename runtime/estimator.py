@@ -17,6 +17,7 @@ from .backends import Backend, BackendError, BackendOptions, open_backend
 from .boxes import Boxes, clean_boxes, whole_image
 from .metadata import (INPUT_BOX_IMAGE_INDEX, INPUT_BOXES, INPUT_IMAGES, OUTPUT_KEYPOINTS, OUTPUT_SCORES,
                        ModelMetadata)
+from .pose_nms import pose_nms
 
 NMS_MODES = ("alphapose", "rmpe", "none")
 
@@ -69,10 +70,6 @@ def select_poses(keypoints: np.ndarray, keypoint_scores: np.ndarray, boxes: Boxe
         raise ValueError(f"unknown pose NMS mode {mode!r}; choose one of {', '.join(NMS_MODES)}")
     if mode == "none" or len(boxes) == 0:
         return Poses(keypoints, keypoint_scores, boxes.xyxy, alphapose_score(keypoint_scores, boxes.scores))
-    try:
-        from .pose_nms import pose_nms
-    except ImportError:  # pose_nms lands separately; say so instead of failing obscurely
-        raise RuntimeError(f"pose NMS mode {mode!r} needs rmpe.runtime.pose_nms; use nms='none'") from None
     result = pose_nms(boxes.xyxy, boxes.scores, keypoints, keypoint_scores, mode=mode)
     return Poses(np.asarray(result.keypoints, np.float32), np.asarray(result.keypoint_scores, np.float32),
                  np.asarray(result.boxes, np.float32), np.asarray(result.scores, np.float32))
