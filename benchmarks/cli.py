@@ -5,18 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmpe.benchmarks import nms_bench
+from rmpe.benchmarks import ap, nms_bench
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmpe-bench",
-        description="Benchmarks for rmpe. Each subcommand prints a Markdown table of ratios "
-        "measured against a baseline in the same run.",
+        description="Benchmarks for rmpe. Each subcommand prints a Markdown table: nms gives ratios "
+        "against a baseline in the same run, ap the COCO keypoint AP of exported models through rmpe-run.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     nms_bench.add_parser(sub)
+    ap.add_parser(sub)
     return parser
 
 
