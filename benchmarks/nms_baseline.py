@@ -54,7 +54,7 @@ def pose_nms_loop(
     """AlphaPose pose NMS, one candidate pair and one keypoint at a time."""
     prm = AlphaPoseParams(**overrides)
     pts = np.asarray(poses, np.float64).tolist()
-    sc = [[ZERO_SCORE if v == 0 else v for v in row] for row in np.asarray(pose_scores, float).tolist()]
+    sc = [[ZERO_SCORE if v <= 0 else v for v in row] for row in np.asarray(pose_scores, float).tolist()]
     refs = [prm.alpha * max(b[2] - b[0], b[3] - b[1]) for b in np.asarray(boxes, float).tolist()]
     alive = list(range(len(pts)))
     kept, dropped = [], []

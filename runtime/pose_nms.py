@@ -26,7 +26,7 @@ import numpy as np
 
 Mode = Literal["alphapose", "rmpe"]
 
-ZERO_SCORE = 1e-5  # AlphaPose replaces keypoint scores of exactly 0 by this.
+ZERO_SCORE = 1e-5  # AlphaPose replaces keypoint scores of 0 by this; we do so for any score <= 0 (heatmap peaks can be negative)
 _PAIR_CHUNK = 1 << 14  # candidate pairs evaluated per numpy pass
 
 
@@ -295,7 +295,7 @@ def pose_nms(
     _check_inputs(boxes, box_scores, poses, scores, ids)
 
     missing = np.isnan(poses[..., 0]) | np.isnan(poses[..., 1]) | np.isnan(scores)
-    scores = np.where(missing, 0.0, np.where(scores == 0, ZERO_SCORE, scores))
+    scores = np.where(missing, 0.0, np.where(scores <= 0, ZERO_SCORE, scores))
     xs = np.where(missing, np.nan, poses[..., 0])  # C-contiguous (N, K) planes: fast numpy loops
     ys = np.where(missing, np.nan, poses[..., 1])
     box_sizes = (boxes[:, 2:4].astype(np.float64) - boxes[:, 0:2]).max(axis=1)

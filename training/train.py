@@ -1,0 +1,232 @@
+"""The RMPE training recipe on CPU: SPPE first, then STN + SPPE with the frozen parallel SPPE.
+
+Phase 1 trains the stacked hourglass (intermediate supervision on every stack) with θ held at the
+identity. Phase 2 copies the SPPE into a frozen *parallel SPPE* and trains the STN too: the
+parallel SPPE sees the STN's output and is compared with the centre-located pose (where the
+keypoints would be in the ground-truth box's crop), which pushes the STN to centre the person
+(DESIGN §1.2). Proposals come from PGPG (§1.4). Training is bounded by wall-clock minutes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rmpe.export.checkpoint import save_checkpoint
+from rmpe.export.config import ModelConfig
+from rmpe.export.graph import PoseGraph, compose_affine, crop_transform, sample_crops, stack_images
+from rmpe.export.stn import apply_affine, invert_affine, stn_points
+from rmpe.runtime.keypoints import flip_permutation
+from rmpe.training.pgpg import PGPG
+from rmpe.training.samples import Augment, Batch, PersonSet, make_batch
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    out: Path
+    pgpg: Path | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch: int = 32
+    minutes: float = 55.0
+    max_steps: int = 0  # 0: until the time is up
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    stn_fraction: float = 0.25  # share of the time spent in phase 2
+    stn_lr_scale: float = 0.1
+    parallel_weight: float = 1.0
+    parallel_samples: int = 8  # the parallel SPPE sees this many of each batch (it costs a second SPPE pass)
+    sigma: float = 1.0  # target Gaussian, in heatmap cells
+    seed: int = 0
+    save_minutes: float = 5.0
+    resume: bool = False
+    progress: bool = True
+    augment: Augment = field(default_factory=Augment)
+
+
+def heatmap_targets(points: torch.Tensor, visible: torch.Tensor, size: tuple[int, int], sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussians at (N, K, 2) normalised points on an (h, w) heatmap, and per-keypoint weights.
+
+    Cell (i, j) has its centre at ((j + 0.5)·2/w − 1, (i + 0.5)·2/h − 1) as in the graph's decode;
+    keypoints that are unlabelled or outside the crop get weight 0.
+    """
+    h, w = size
+    cx = (points[..., 0] + 1) * (w / 2)
+    cy = (points[..., 1] + 1) * (h / 2)
+    xs = torch.arange(w, dtype=torch.float32) + 0.5
+    ys = torch.arange(h, dtype=torch.float32) + 0.5
+    gx = torch.exp(-((xs - cx.unsqueeze(-1)) ** 2) / (2 * sigma**2))
+    gy = torch.exp(-((ys - cy.unsqueeze(-1)) ** 2) / (2 * sigma**2))
+    targets = gy.unsqueeze(-1) * gx.unsqueeze(-2)
+    inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+    return targets, (visible & inside).float()
+
+
+def weighted_mse(heatmaps: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean squared heatmap error over labelled keypoints (scaled so a typical loss is ~1)."""
+    per_keypoint = (heatmaps - targets).square().mean(dim=(2, 3))
+    return 1000 * (per_keypoint * weights).sum() / weights.sum().clamp(min=1)
+
+
+def to_normalised(points: torch.Tensor, to_image: torch.Tensor) -> torch.Tensor:
+    """Image pixels → normalised crop coordinates of the crop ``to_image`` describes."""
+    return apply_affine(invert_affine(to_image), points)
+
+
+class Trainer:
+    """Holds the graph, optimiser, data and phase; ``run`` trains until the time or step budget ends."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.graph = PoseGraph(cfg.model)
+        self.data = PersonSet(cfg.data, progress=cfg.progress)
+        self.pgpg = PGPG.load(str(cfg.pgpg)) if cfg.pgpg else None
+        h, w = cfg.model.input_size
+        self.aspect = w / h
+        self.heatmap_size = (h // self.graph.sppe.stride, w // self.graph.sppe.stride)
+        self.flip_perm = np.array(flip_permutation(cfg.model.num_keypoints, cfg.model.flip_pairs))
+        self.optimiser = torch.optim.Adam(self.graph.sppe.parameters(), lr=cfg.lr)
+        self.parallel: torch.nn.Module | None = None
+        self.step, self.elapsed = 0, 0.0
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        if cfg.resume and (cfg.out / "last.pt").is_file():
+            self.load_state(cfg.out / "last.pt")
+
+    @property
+    def budget_s(self) -> float:
+        return self.cfg.minutes * 60
+
+    def progress(self) -> float:
+        """Share of the budget used: time, or steps when a step limit is set and comes first."""
+        by_time = self.elapsed / self.budget_s
+        return min(1.0, max(by_time, self.step / self.cfg.max_steps) if self.cfg.max_steps else by_time)
+
+    def in_phase_two(self) -> bool:
+        return self.graph.loc is not None and self.progress() >= 1 - self.cfg.stn_fraction
+
+    def start_phase_two(self) -> None:
+        """Freeze a copy of the SPPE as the parallel SPPE and let the STN learn."""
+        self.parallel = copy.deepcopy(self.graph.sppe).eval()
+        for p in self.parallel.parameters():
+            p.requires_grad_(False)
+        self.optimiser.add_param_group({"params": self.graph.loc.parameters(), "lr": self.cfg.lr * self.cfg.stn_lr_scale,
+                                        "base_lr": self.cfg.lr * self.cfg.stn_lr_scale})
+
+    def learning_rate_factor(self) -> float:
+        """Linear warm-up, then cosine decay over the time budget."""
+        warm = min(1.0, (self.step + 1) / self.cfg.warmup_steps)
+        return warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * self.progress())))
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Main heatmap loss on every stack, plus the parallel SPPE loss in phase 2."""
+        g = self.graph
+        n = batch.boxes.shape[0]
+        index = torch.arange(n, dtype=torch.int32)
+        stacked = stack_images(batch.images)
+        aspect, enlarge = self.aspect, g.config.box_enlarge
+        to_crop = compose_affine(crop_transform(batch.boxes, aspect, enlarge), batch.augment)
+        theta = g.predict_theta(stacked, index, to_crop) if self.parallel is not None else torch.eye(2, 3).expand(n, 2, 3)
+        crops = g.normalise(sample_crops(stacked, index, compose_affine(to_crop, theta), g.grid, g.config.input_size))
+        visible = batch.keypoints[..., 2] > 0
+        in_output = stn_points(theta.detach(), to_normalised(batch.keypoints[..., :2], to_crop))
+        targets, weights = heatmap_targets(in_output, visible, self.heatmap_size, self.cfg.sigma)
+        stacks = g.sppe(crops)
+        main = sum(weighted_mse(h, targets, weights) for h in stacks) / len(stacks)
+        parts = {"loss": main.item()}
+        total = main
+        if self.parallel is not None:
+            m = self.cfg.parallel_samples
+            to_gt = compose_affine(crop_transform(batch.gt_boxes[:m], aspect, enlarge), batch.augment[:m])
+            centred, c_weights = heatmap_targets(to_normalised(batch.keypoints[:m, :, :2], to_gt), visible[:m], self.heatmap_size, self.cfg.sigma)
+            parallel = weighted_mse(self.parallel(crops[:m])[-1], centred, c_weights)
+            total = total + self.cfg.parallel_weight * parallel
+            parts["parallel"] = parallel.item()
+        return total, parts
+
+    def batches(self, stop: threading.Event) -> "queue.Queue[Batch]":
+        """Batches made on a background thread so image padding overlaps the network."""
+        out: queue.Queue[Batch] = queue.Queue(maxsize=3)
+        rng = np.random.default_rng(self.rng.integers(1 << 62))
+
+        def fill() -> None:
+            while not stop.is_set():
+                batch = make_batch(self.data, rng, self.cfg.batch, self.pgpg, self.cfg.augment, self.aspect, self.flip_perm)
+                while not stop.is_set():
+                    try:
+                        out.put(batch, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+
+        threading.Thread(target=fill, daemon=True).start()
+        return out
+
+    def run(self) -> list[float]:
+        """Train until the budget is spent; returns the main loss of every step."""
+        self.graph.train()
+        stop = threading.Event()
+        source = self.batches(stop)
+        losses: list[float] = []
+        last_save = time.monotonic()
+        start = time.monotonic() - self.elapsed
+        bar = tqdm(total=int(self.budget_s), unit="s", desc="training", disable=not self.cfg.progress, initial=int(self.elapsed))
+        try:
+            while self.progress() < 1.0:
+                if self.parallel is None and self.in_phase_two():
+                    self.start_phase_two()
+                for group in self.optimiser.param_groups:
+                    group["lr"] = group.get("base_lr", self.cfg.lr) * self.learning_rate_factor()
+                total, parts = self.loss(source.get())
+                self.optimiser.zero_grad(set_to_none=True)
+                total.backward()
+                self.optimiser.step()
+                self.step += 1
+                losses.append(parts["loss"])
+                now = time.monotonic()
+                bar.update(int(now - start) - bar.n)
+                self.elapsed = now - start
+                bar.set_postfix(step=self.step, **{k: f"{v:.3f}" for k, v in parts.items()})
+                if now - last_save > self.cfg.save_minutes * 60:
+                    self.save_state(self.cfg.out / "last.pt")
+                    last_save = now
+        finally:
+            stop.set()
+            bar.close()
+        self.save_state(self.cfg.out / "last.pt")
+        return losses
+
+    def save_state(self, path: Path) -> None:
+        """Everything needed to resume: weights, optimiser, step, time used, the parallel SPPE."""
+        state = {"graph": self.graph.state_dict(), "optimiser": self.optimiser.state_dict(), "step": self.step,
+                 "elapsed": self.elapsed, "parallel": None if self.parallel is None else self.parallel.state_dict()}
+        torch.save(state, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    def load_state(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.graph.load_state_dict(state["graph"])
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        if state["parallel"] is not None:
+            self.start_phase_two()
+            self.parallel.load_state_dict(state["parallel"])
+        self.optimiser.load_state_dict(state["optimiser"])
+
+    def save_model(self, name: str = "model") -> Path:
+        """The trained graph as rmpe's checkpoint format, marked trained."""
+        self.graph.config = replace(self.graph.config, trained=True,
+                                    notes=f"trained by rmpe-train for {self.step} steps ({self.elapsed / 60:.1f} min) on {self.cfg.data}")
+        path = self.cfg.out / f"{name}.safetensors"
+        save_checkpoint(self.graph.eval(), path)
+        return path

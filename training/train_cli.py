@@ -1,0 +1,82 @@
+"""`rmpe-train`: train the STN + stacked hourglass on a keypoints data set (RMPE recipe, CPU)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from rmpe.export.checkpoint import BUNDLED_DIR, BUNDLED_NAME, config_path_for
+from rmpe.export.cli import parse_size
+from rmpe.export.config import ModelConfig
+
+EPILOG = """examples:
+  rmpe-data synth --out data/train --images 4000 --seed 1 --workers 2
+  rmpe-data pgpg --keypoints data/train/person_keypoints.json --detections data/train/detections.json --out data/pgpg.npz
+  rmpe-train --data data/train --pgpg data/pgpg.npz --out runs/default --minutes 55
+  rmpe-train --data data/train --out runs/default --minutes 55 --resume      # continue after a stop
+
+The run folder gets last.pt (resumable state, saved every few minutes) and, at the end,
+model.safetensors + model.json, which `rmpe-export --checkpoint` takes. --bundle also copies
+them over the package's default model (rmpe/models/default.*).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rmpe-train", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="data set folder: images/ and person_keypoints.json")
+    p.add_argument("--pgpg", type=Path, help="PGPG model (.npz from `rmpe-data pgpg`); without it, jittered ground-truth boxes")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--config", type=Path, help="model config JSON (default: the built-in default architecture)")
+    p.add_argument("--input-size", type=parse_size, metavar="HxW", help="SPPE crop size")
+    p.add_argument("--minutes", type=float, default=55.0, help="wall-clock training budget (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: only the time budget)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--stn-fraction", type=float, default=0.25, help="share of the budget for phase 2 (STN + parallel SPPE)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--bundle", action="store_true", help="copy the result over the bundled default model")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rmpe.training.train import TrainConfig, Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = ModelConfig.load(args.config) if args.config else ModelConfig()
+        if args.input_size:
+            model = replace(model, input_size=args.input_size)
+        cfg = TrainConfig(data=args.data, out=args.out, pgpg=args.pgpg, model=model, batch=args.batch, minutes=args.minutes,
+                          max_steps=args.max_steps, lr=args.lr, stn_fraction=args.stn_fraction, seed=args.seed,
+                          resume=args.resume, progress=not args.quiet)
+        trainer = Trainer(cfg)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"rmpe-train: {exc}", file=sys.stderr)
+        return 2
+    start = time.monotonic()
+    losses = trainer.run()
+    path = trainer.save_model()
+    head = sum(losses[:20]) / max(1, len(losses[:20]))
+    tail = sum(losses[-20:]) / max(1, len(losses[-20:]))
+    print(f"trained {trainer.step} steps in {(time.monotonic() - start) / 60:.1f} min this run; loss {head:.3f} → {tail:.3f}; wrote {path}")
+    if args.bundle:
+        BUNDLED_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors")
+        shutil.copyfile(config_path_for(path), BUNDLED_DIR / f"{BUNDLED_NAME}.json")
+        print(f"bundled as {BUNDLED_DIR / BUNDLED_NAME}.safetensors")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
