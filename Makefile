@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT := out
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean train-default
 
 install: $(STAMP)
 
@@ -30,3 +30,9 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(OUT)
+
+# Re-make the bundled default model (about an hour on 2 CPU cores); see README "The default model".
+train-default: $(STAMP)
+	$(BIN)/rmpe-data synth --out data/train --images 4000 --seed 1 --workers 2
+	$(BIN)/rmpe-data pgpg --keypoints data/train/person_keypoints.json --detections data/train/detections.json --out data/pgpg.npz
+	$(BIN)/rmpe-train --data data/train --pgpg data/pgpg.npz --out runs/default --minutes 55 --stn-fraction 0.2 --bundle
