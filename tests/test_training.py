@@ -1,0 +1,63 @@
+"""Training smoke tests: targets land on keypoints, the loss goes down, phase 2 trains the STN, resume works."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rmpe.export.checkpoint import load_graph
+from rmpe.export.config import ModelConfig
+from rmpe.training.synth import write_dataset
+from rmpe.training.train import TrainConfig, Trainer, heatmap_targets
+
+TINY = ModelConfig(name="tiny", stacks=2, channels=32, stn_channels=8, input_size=(64, 64))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    write_dataset(str(root), 6, seed=5, progress=False)
+    return root
+
+
+def config(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base = TrainConfig(data=data, out=out, model=TINY, batch=8, minutes=10_000, max_steps=12, warmup_steps=1, progress=False)
+    return replace(base, **kw)
+
+
+def test_targets_peak_at_the_keypoint_cell() -> None:
+    points = torch.tensor([[[-1 + 2 * 5.5 / 24, -1 + 2 * 10.5 / 32], [2.0, 0.0]]])  # cell (5, 10); one outside
+    targets, weights = heatmap_targets(points, torch.tensor([[True, True]]), (32, 24), sigma=1.0)
+    assert targets.shape == (1, 2, 32, 24)
+    assert divmod(int(targets[0, 0].argmax()), 24) == (10, 5) and targets[0, 0].max() == pytest.approx(1.0)
+    assert weights.tolist() == [[1.0, 0.0]]
+
+
+def test_loss_goes_down(tiny_data: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(2)
+    trainer = Trainer(config(tiny_data, tmp_path, stn_fraction=0.0, max_steps=20))
+    losses = trainer.run()
+    assert len(losses) == 20
+    assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
+
+
+def test_phase_two_trains_the_stn_against_the_parallel_sppe(tiny_data: Path, tmp_path: Path) -> None:
+    trainer = Trainer(config(tiny_data, tmp_path, stn_fraction=0.5, max_steps=6))
+    before = trainer.graph.loc.theta.bias.detach().clone()
+    trainer.run()
+    assert trainer.parallel is not None
+    assert not all(p.requires_grad for p in trainer.parallel.parameters())
+    assert not torch.equal(before, trainer.graph.loc.theta.bias.detach())
+
+
+def test_resume_continues_and_model_exports(tiny_data: Path, tmp_path: Path) -> None:
+    Trainer(config(tiny_data, tmp_path, max_steps=3, stn_fraction=0.5)).run()
+    resumed = Trainer(config(tiny_data, tmp_path, max_steps=5, stn_fraction=0.5, resume=True))
+    assert resumed.step == 3
+    resumed.run()
+    assert resumed.step == 5
+    path = resumed.save_model()
+    graph, sha = load_graph(path)
+    assert graph.config.trained and graph.config.input_size == (64, 64) and len(sha) == 64
