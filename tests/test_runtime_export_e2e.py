@@ -35,7 +35,7 @@ def test_batched_padded_calls_match_single_calls(exported):
         kp_batch, sc_batch = est.infer(images, boxes)
         singles = [est.infer([im], [b]) for im, b in zip(images, boxes)]
     np.testing.assert_allclose(kp_batch, np.concatenate([s[0] for s in singles]), atol=1e-3)
-    np.testing.assert_allclose(sc_batch, np.concatenate([s[1] for s in singles]), atol=1e-5)
+    np.testing.assert_allclose(sc_batch, np.concatenate([s[1] for s in singles]), atol=1e-4)
     assert np.isfinite(kp_batch).all() and kp_batch.shape == (3, 17, 2)
 
 

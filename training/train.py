@@ -162,8 +162,8 @@ class Trainer:
             parts["parallel"] = parallel.item()
         return total, parts
 
-    def batches(self, stop: threading.Event) -> "queue.Queue[Batch]":
-        """Batches made on a background thread so image padding overlaps the network."""
+    def batches(self, stop: threading.Event) -> tuple["queue.Queue[Batch]", threading.Thread]:
+        """Batches made on a background thread so image padding overlaps the network; set ``stop`` and join it."""
         out: queue.Queue[Batch] = queue.Queue(maxsize=3)
         rng = np.random.default_rng(self.rng.integers(1 << 62))
 
@@ -177,14 +177,15 @@ class Trainer:
                     except queue.Full:
                         continue
 
-        threading.Thread(target=fill, daemon=True).start()
-        return out
+        thread = threading.Thread(target=fill, daemon=True)
+        thread.start()
+        return out, thread
 
     def run(self) -> list[float]:
         """Train until the budget is spent; returns the main loss of every step."""
         self.graph.train()
         stop = threading.Event()
-        source = self.batches(stop)
+        source, producer = self.batches(stop)
         losses: list[float] = []
         last_save = time.monotonic()
         start = time.monotonic() - self.elapsed
@@ -210,6 +211,7 @@ class Trainer:
                     last_save = now
         finally:
             stop.set()
+            producer.join()
             bar.close()
         self.save_state(self.cfg.out / "last.pt")
         return losses
