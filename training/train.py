@@ -37,12 +37,12 @@ class TrainConfig:
     out: Path
     pgpg: Path | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
-    batch: int = 32
+    batch: int = 16
     minutes: float = 55.0
     max_steps: int = 0  # 0: until the time is up
     lr: float = 2e-3
     warmup_steps: int = 100
-    stn_fraction: float = 0.25  # share of the time spent in phase 2
+    stn_fraction: float = 0.1  # share of the time spent in phase 2
     stn_lr_scale: float = 0.1
     parallel_weight: float = 1.0
     parallel_samples: int = 8  # the parallel SPPE sees this many of each batch (it costs a second SPPE pass)
