@@ -90,10 +90,12 @@ def load_weights(graph: PoseGraph, state: dict[str, torch.Tensor], source: str) 
     graph.load_state_dict(state, strict=False)
 
 
-def load_graph(checkpoint: Path | None, config: ModelConfig | None = None, flip_test: bool = False) -> tuple[PoseGraph, str]:
+def load_graph(checkpoint: Path | None, config: ModelConfig | None = None, flip_test: bool = False,
+               input_size: tuple[int, int] | None = None) -> tuple[PoseGraph, str]:
     """Build the deploy graph from a checkpoint (or the bundled default) and return it with the file's sha256.
 
-    The config comes from ``config``, else the JSON beside the checkpoint, else the defaults.
+    The config comes from ``config``, else the JSON beside the checkpoint, else the defaults;
+    ``input_size`` overrides its crop size (the networks are fully convolutional).
     With no checkpoint and no bundled model, a seeded untrained model is returned (sha256 "").
     """
     if checkpoint is None:
@@ -101,6 +103,8 @@ def load_graph(checkpoint: Path | None, config: ModelConfig | None = None, flip_
         if not bundled.is_file():
             torch.manual_seed(0)
             cfg = replace(config or ModelConfig(), trained=False, notes="seeded random weights, untrained")
+            if input_size:
+                cfg = replace(cfg, input_size=input_size)
             return PoseGraph(cfg, flip_test=flip_test).eval(), ""
         checkpoint = bundled
     checkpoint = Path(checkpoint)
@@ -110,6 +114,8 @@ def load_graph(checkpoint: Path | None, config: ModelConfig | None = None, flip_
             config = ModelConfig.load(side) if side.is_file() else ModelConfig()
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{side}: bad model config ({exc})") from None
+    if input_size:
+        config = replace(config, input_size=input_size)
     graph = PoseGraph(config, flip_test=flip_test)
     load_weights(graph, read_state_dict(checkpoint), str(checkpoint))
     return graph.eval(), sha256_of(checkpoint)

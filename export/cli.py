@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from rmpe.export.checkpoint import CheckpointError, load_graph
@@ -57,10 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         config = ModelConfig.load(args.config) if args.config else None
-        if args.input_size:
-            base = config or (load_graph(args.checkpoint)[0].config)
-            config = replace(base, input_size=args.input_size)
-        graph, sha = load_graph(args.checkpoint, config, flip_test=args.flip)
+        graph, sha = load_graph(args.checkpoint, config, flip_test=args.flip, input_size=args.input_size)
     except (CheckpointError, ValueError, OSError) as exc:
         print(f"rmpe-export: {exc}", file=sys.stderr)
         return 2
