@@ -17,10 +17,11 @@ from rmpe.runtime.keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETO
 class ModelConfig:
     """Everything needed to rebuild the network and describe it in exported metadata."""
 
-    name: str = "rmpe-hg2-c128"
+    name: str = "rmpe-hg2-c96"
     stacks: int = 2
-    channels: int = 128
+    channels: int = 96
     depth: int = 3
+    stem: str = "conv"  # "residual": the paper's stem (configs written before this key existed)
     input_size: tuple[int, int] = (128, 96)  # (height, width) of the SPPE crop
     stn: bool = True
     stn_channels: int = 16
@@ -48,6 +49,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
         data = dict(data)
+        data.setdefault("stem", "residual")
         for key in ("input_size", "mean", "std"):
             if key in data:
                 data[key] = tuple(data[key])

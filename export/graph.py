@@ -128,7 +128,7 @@ class PoseGraph(nn.Module):
         self.config = config
         self.flip_test = flip_test
         h, w = config.input_size
-        self.sppe = StackedHourglass(config.stacks, config.channels, config.num_keypoints, config.depth)
+        self.sppe = StackedHourglass(config.stacks, config.channels, config.num_keypoints, config.depth, config.stem)
         multiple = self.sppe.input_multiple()
         if h % multiple or w % multiple:
             raise ValueError(f"input size {h}x{w} must be a multiple of {multiple} for depth {config.depth}")

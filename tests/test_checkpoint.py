@@ -63,3 +63,10 @@ def test_pickled_code_is_refused(tmp_path: Path) -> None:
     torch.save({"state_dict": {"w": torch.zeros(1)}, "fn": print}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="evil.pth"):
         read_state_dict(tmp_path / "evil.pth")
+
+
+def test_configs_written_before_the_stem_key_mean_the_paper_stem() -> None:
+    old = ModelConfig().to_dict()
+    del old["stem"]
+    assert ModelConfig.from_dict(old).stem == "residual"
+    assert ModelConfig.from_dict(ModelConfig().to_dict()).stem == "conv"

@@ -35,3 +35,16 @@ def test_same_width_residuals_have_identity_skip() -> None:
     model = StackedHourglass(stacks=1, channels=64, depth=2)
     assert model.hourglasses[0].skip.skip is None
     assert model.stem[1].skip is not None  # 64 → 128 needs a 1×1 projection
+
+
+def test_conv_stem_reaches_quarter_resolution_with_fewer_operations() -> None:
+    paper = StackedHourglass(stacks=2, channels=96, depth=3, stem="residual").eval()
+    light = StackedHourglass(stacks=2, channels=96, depth=3, stem="conv").eval()
+    with torch.no_grad():
+        assert light(torch.randn(1, 3, 128, 96))[0].shape == (1, 17, 32, 24)
+    assert live_parameters(light.stem) < live_parameters(paper.stem) / 2
+
+
+def test_unknown_stem_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown stem"):
+        StackedHourglass(stem="vit")
