@@ -95,10 +95,15 @@ def sample_crops(
     return out.reshape(3, n, size[0], size[1]).transpose(0, 1)
 
 
+LOG_FLOOR = 1e-3  # heatmap values below this share of the peak count as this share (keeps the log finite)
+
+
 def decode_heatmaps(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, K, h, w) → keypoints (N, K, 2) in heatmap cells (centres at i + 0.5) and peak scores.
 
-    Argmax, then a quarter cell toward the larger neighbour on each axis (interior cells only).
+    Argmax, then on each axis the vertex of the parabola through the log heatmap at the peak and its
+    two neighbours (exact for a Gaussian peak; a second-order step like DARK's, without the
+    cross term), limited to half a cell; edge cells and flat or upward-curved peaks keep the cell centre.
     """
     n, k, h, w = heatmaps.shape
     flat = heatmaps.reshape(n, k, h * w)
@@ -106,16 +111,22 @@ def decode_heatmaps(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     position = index.to(heatmaps.dtype)
     y = torch.floor(position / w)  # float arithmetic: exact at heatmap sizes, no integer-division ops
     x = position - y * w
+    floor = score.abs() * LOG_FLOOR + 1e-12
 
-    def at(dx: int, dy: int) -> torch.Tensor:
+    def log_at(dx: int, dy: int) -> torch.Tensor:
         xx = (x + dx).clamp(0, w - 1)
         yy = (y + dy).clamp(0, h - 1)
-        return flat.gather(2, (yy * w + xx).long())
+        return torch.log(torch.maximum(flat.gather(2, (yy * w + xx).long()), floor))
 
-    inside_x = ((x > 0) & (x < w - 1)).to(heatmaps.dtype)
-    inside_y = ((y > 0) & (y < h - 1)).to(heatmaps.dtype)
-    shift_x = 0.25 * torch.sign(at(1, 0) - at(-1, 0)) * inside_x
-    shift_y = 0.25 * torch.sign(at(0, 1) - at(0, -1)) * inside_y
+    def vertex(before: torch.Tensor, peak: torch.Tensor, after: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        curvature = 2 * peak - before - after
+        usable = inside & (curvature > 1e-6)
+        step = 0.5 * (after - before) / torch.where(usable, curvature, torch.ones_like(curvature))
+        return torch.where(usable, step.clamp(-0.5, 0.5), torch.zeros_like(step))
+
+    centre = log_at(0, 0)
+    shift_x = vertex(log_at(-1, 0), centre, log_at(1, 0), (x > 0) & (x < w - 1))
+    shift_y = vertex(log_at(0, -1), centre, log_at(0, 1), (y > 0) & (y < h - 1))
     xy = torch.cat([x + 0.5 + shift_x, y + 0.5 + shift_y], 2)
     return xy, score[:, :, 0]
 

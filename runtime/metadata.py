@@ -27,7 +27,7 @@ class ModelMetadata:
     flip_pairs: list[list[int]]
     input_size: list[int]  # [height, width] of the SPPE crop
     normalisation: dict[str, Any]  # {"scale": 1/255, "mean": [r,g,b], "std": [r,g,b]}
-    decode: str = "argmax+quarter_offset"
+    decode: str = "argmax+log_parabola"
     precision: str = "fp32"
     box_enlarge: float = 1.25
     flip_test: bool = False

@@ -115,6 +115,7 @@ class RMPEParams:
 
 Params = Union[AlphaPoseParams, RMPEParams]
 _PARAMS: dict[str, type] = {"alphapose": AlphaPoseParams, "rmpe": RMPEParams}
+_DEFAULTS: dict[str, Params] = {mode: cls() for mode, cls in _PARAMS.items()}  # frozen, so shared
 
 
 def nms_params(mode: Mode = "alphapose", **overrides: float) -> Params:
@@ -122,6 +123,8 @@ def nms_params(mode: Mode = "alphapose", **overrides: float) -> Params:
     if mode not in _PARAMS:
         raise ValueError(f"mode must be one of {sorted(_PARAMS)}, got {mode!r}")
     cls = _PARAMS[mode]
+    if not overrides:
+        return _DEFAULTS[mode]
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -230,18 +233,22 @@ def _greedy_clusters(similar: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray,
     """Greedy elimination: the picks and their clusters (sorted input indices).
 
     Visiting candidates by descending rank (ties: lower index first) and taking each one still
-    alive is the same as repeatedly taking numpy's argmax among the alive.
+    alive is the same as repeatedly taking numpy's argmax among the alive. A candidate belongs to
+    the first pick similar to it (it was alive until then), so the clusters come from one argmax.
     """
+    dissimilar = ~similar
     alive = np.ones(len(rank), bool)
     picks: list[int] = []
-    clusters: list[np.ndarray] = []
     for p in np.argsort(-rank, kind="stable").tolist():
         if alive[p]:
-            members = np.flatnonzero(alive & similar[p])
-            alive[members] = False
             picks.append(p)
-            clusters.append(members)
-    return np.asarray(picks, np.int64), clusters
+            alive &= dissimilar[p]
+    if not picks:
+        return np.zeros(0, np.int64), []
+    owner = similar[picks].argmax(axis=0)  # index into ``picks`` of each candidate's first similar pick
+    members = np.argsort(owner, kind="stable")
+    ends = np.cumsum(np.bincount(owner, minlength=len(picks))).tolist()
+    return np.asarray(picks, np.int64), [members[a:b] for a, b in zip([0, *ends], ends)]
 
 
 def _merge_clusters(

@@ -38,14 +38,25 @@ def test_crop_keeps_centre_grows_short_side_and_enlarges() -> None:
     assert torch.isclose(affine[0, 0] * 2, torch.tensor(200 * 0.75 * 1.25))  # width grown to the aspect
 
 
-def test_decode_finds_gaussian_peak_within_a_quarter_cell() -> None:
+def test_decode_finds_gaussian_peaks_to_a_hundredth_of_a_cell() -> None:
     h, w = 32, 24
     ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
     centres = torch.tensor([[5.3, 7.8], [12.5, 20.1], [0.5, 0.5]])
     heatmaps = torch.stack([torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / 4) for cx, cy in centres])[None]
     xy, score = decode_heatmaps(heatmaps)
-    assert (xy[0] - centres).abs().max() <= 0.25 + 1e-6
+    interior = (xy[0, :2] - centres[:2]).abs().max()
+    assert interior <= 0.01  # the log of a Gaussian is a parabola: the vertex is exact
+    assert (xy[0, 2] - centres[2]).abs().max() <= 1e-6  # edge cell: its centre
     assert torch.allclose(score, torch.ones_like(score), atol=0.1)
+
+
+def test_decode_survives_flat_and_negative_heatmaps() -> None:
+    heatmaps = torch.zeros(1, 3, 8, 6)
+    heatmaps[0, 1] = -1.0
+    heatmaps[0, 2, 4, 3], heatmaps[0, 2, 4, 4] = 0.5, -0.2  # negative neighbour: log floor, half-cell limit
+    xy, _ = decode_heatmaps(heatmaps)
+    assert torch.isfinite(xy).all()
+    assert (xy[0, 2] - torch.tensor([3.5, 4.5])).abs().max() <= 0.5
 
 
 def test_chain_maps_dots_back_to_image_pixels_through_a_random_stn() -> None:
@@ -85,4 +96,4 @@ def test_boxes_batched_over_padded_images_match_one_image_at_a_time() -> None:
         alone0, s0 = graph(small, boxes[:1], torch.zeros(1, dtype=torch.int32))
         alone1, s1 = graph(large, boxes[1:], torch.zeros(1, dtype=torch.int32))
     assert torch.allclose(together, torch.cat([alone0, alone1]), atol=1e-3)
-    assert torch.allclose(s_together, torch.cat([s0, s1]), atol=1e-5)
+    assert torch.allclose(s_together, torch.cat([s0, s1]), atol=1e-4)  # batched convolutions round differently

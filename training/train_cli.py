@@ -18,8 +18,8 @@ from rmpe.export.config import ModelConfig
 EPILOG = """examples:
   rmpe-data synth --out data/train --images 4000 --seed 1 --workers 2
   rmpe-data pgpg --keypoints data/train/person_keypoints.json --detections data/train/detections.json --out data/pgpg.npz
-  rmpe-train --data data/train --pgpg data/pgpg.npz --out runs/default --minutes 50 --batch 16 --stn-fraction 0.1
-  rmpe-train --data data/train --out runs/default --minutes 50 --resume      # continue after a stop
+  rmpe-train --data data/train --pgpg data/pgpg.npz --out runs/default --minutes 55 --batch 16 --stn-fraction 0.1
+  rmpe-train --data data/train --out runs/default --minutes 55 --resume      # continue after a stop
 
 The run folder gets last.pt (resumable state, saved every few minutes) and, at the end,
 model.safetensors + model.json, which `rmpe-export --checkpoint` takes. --bundle also copies
