@@ -197,15 +197,19 @@ def _reach(params: Params, k: int) -> float:
 def _gaps(coords: np.ndarray) -> np.ndarray:
     """(N, N) gap along one axis between the keypoint extents of every two candidates."""
     lo, hi = np.fmin.reduce(coords, axis=1), np.fmax.reduce(coords, axis=1)  # NaN if all missing
-    return np.maximum(0.0, np.maximum(lo[None, :] - hi[:, None], lo[:, None] - hi[None, :]))
+    gap = np.maximum(lo[None, :] - hi[:, None], lo[:, None] - hi[None, :])
+    return np.maximum(gap, 0.0, out=gap)
 
 
 def _near_pairs(xs: np.ndarray, ys: np.ndarray, reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs p != j whose keypoint extents are within p's reach (px); others cannot be similar."""
     gx, gy = _gaps(xs), _gaps(ys)
-    near = ~(np.sqrt(gx * gx + gy * gy) > reach[:, None])  # NaN (no keypoints): near
+    gx *= gx
+    gy *= gy
+    gx += gy
+    near = ~(gx > np.square(reach)[:, None])  # NaN (no keypoints): near
     np.fill_diagonal(near, False)
-    return np.divmod(np.flatnonzero(near), len(xs))
+    return np.divmod(near.ravel().nonzero()[0], len(xs))
 
 
 def _similar(
