@@ -35,4 +35,4 @@ clean:
 train-default: $(STAMP)
 	$(BIN)/rmpe-data synth --out data/train --images 4000 --seed 1 --workers 2
 	$(BIN)/rmpe-data pgpg --keypoints data/train/person_keypoints.json --detections data/train/detections.json --out data/pgpg.npz
-	$(BIN)/rmpe-train --data data/train --pgpg data/pgpg.npz --out runs/default --minutes 55 --batch 16 --stn-fraction 0.1 --bundle
+	$(BIN)/rmpe-train --data data/train --pgpg data/pgpg.npz --out runs/default --minutes 55 --batch 8 --stn-fraction 0.1 --bundle

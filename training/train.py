@@ -37,7 +37,7 @@ class TrainConfig:
     out: Path
     pgpg: Path | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
-    batch: int = 16
+    batch: int = 8
     minutes: float = 55.0
     max_steps: int = 0  # 0: until the time is up
     lr: float = 2e-3

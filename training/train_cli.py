@@ -18,7 +18,7 @@ from rmpe.export.config import ModelConfig
 EPILOG = """examples:
   rmpe-data synth --out data/train --images 4000 --seed 1 --workers 2
   rmpe-data pgpg --keypoints data/train/person_keypoints.json --detections data/train/detections.json --out data/pgpg.npz
-  rmpe-train --data data/train --pgpg data/pgpg.npz --out runs/default --minutes 55 --batch 16 --stn-fraction 0.1
+  rmpe-train --data data/train --pgpg data/pgpg.npz --out runs/default --minutes 55 --batch 8 --stn-fraction 0.1
   rmpe-train --data data/train --out runs/default --minutes 55 --resume      # continue after a stop
 
 The run folder gets last.pt (resumable state, saved every few minutes) and, at the end,
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=parse_size, metavar="HxW", help="SPPE crop size")
     p.add_argument("--minutes", type=float, default=55.0, help="wall-clock training budget (default: %(default)s)")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: only the time budget)")
-    p.add_argument("--batch", type=int, default=16, help="crops per step (default: %(default)s; on CPU more, smaller steps learn faster)")
+    p.add_argument("--batch", type=int, default=8, help="crops per step (default: %(default)s; on CPU more, smaller steps learn faster)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--stn-fraction", type=float, default=0.1, help="share of the budget for phase 2 (STN + parallel SPPE)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
