@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=55.0, help="wall-clock training budget (default: %(default)s)")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: only the time budget)")
     p.add_argument("--batch", type=int, default=8, help="crops per step (default: %(default)s; on CPU more, smaller steps learn faster)")
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam peak learning rate (default: %(default)s)")
+    p.add_argument("--sigma", type=float, default=1.0, help="target Gaussian's σ in heatmap cells (default: %(default)s)")
     p.add_argument("--stn-fraction", type=float, default=0.1, help="share of the budget for phase 2 (STN + parallel SPPE)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.input_size:
             model = replace(model, input_size=args.input_size)
         cfg = TrainConfig(data=args.data, out=args.out, pgpg=args.pgpg, model=model, batch=args.batch, minutes=args.minutes,
-                          max_steps=args.max_steps, lr=args.lr, stn_fraction=args.stn_fraction, seed=args.seed,
+                          max_steps=args.max_steps, lr=args.lr, sigma=args.sigma, stn_fraction=args.stn_fraction, seed=args.seed,
                           resume=args.resume, progress=not args.quiet)
         trainer = Trainer(cfg)
     except (OSError, ValueError, KeyError) as exc:
