@@ -6,7 +6,7 @@ import argparse
 import shutil
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
@@ -27,6 +27,13 @@ them over the package's default model (rmpe/models/default.*).
 """
 
 
+def train_default(name: str) -> object:
+    """A TrainConfig field's default, so the flags and the config cannot disagree."""
+    from rmpe.training.train import TrainConfig
+
+    return next(f.default for f in fields(TrainConfig) if f.name == name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rmpe-train", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="data set folder: images/ and person_keypoints.json")
@@ -34,14 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--config", type=Path, help="model config JSON (default: the built-in default architecture)")
     p.add_argument("--input-size", type=parse_size, metavar="HxW", help="SPPE crop size")
-    p.add_argument("--minutes", type=float, default=55.0, help="wall-clock training budget (default: %(default)s)")
-    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: only the time budget)")
-    p.add_argument("--batch", type=int, default=8, help="crops per step (default: %(default)s; on CPU more, smaller steps learn faster)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam peak learning rate (default: %(default)s)")
-    p.add_argument("--sigma", type=float, default=1.0, help="target Gaussian's σ in heatmap cells (default: %(default)s)")
-    p.add_argument("--stn-fraction", type=float, default=0.1, help="share of the budget for phase 2 (STN + parallel SPPE)")
+    p.add_argument("--minutes", type=float, default=train_default("minutes"), help="wall-clock training budget (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, default=train_default("max_steps"), help="stop after this many steps (0: only the time budget)")
+    p.add_argument("--batch", type=int, default=train_default("batch"), help="crops per step (default: %(default)s; on CPU more, smaller steps learn faster)")
+    p.add_argument("--lr", type=float, default=train_default("lr"), help="Adam peak learning rate (default: %(default)s)")
+    p.add_argument("--sigma", type=float, default=train_default("sigma"), help="target Gaussian's σ in heatmap cells (default: %(default)s)")
+    p.add_argument("--stn-fraction", type=float, default=train_default("stn_fraction"), help="share of the budget for phase 2 (STN + parallel SPPE)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=train_default("seed"))
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--bundle", action="store_true", help="copy the result over the bundled default model")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
