@@ -22,6 +22,7 @@ class ModelConfig:
     channels: int = 96
     depth: int = 3
     stem: str = "conv"  # "residual": the paper's stem (configs written before this key existed)
+    heatmap: str = "gaussian"  # unit-peak Gaussians (MSE); "softmax": logits under a spatial softmax (see graph.py)
     input_size: tuple[int, int] = (128, 96)  # (height, width) of the SPPE crop
     stn: bool = True
     stn_channels: int = 16
@@ -50,6 +51,7 @@ class ModelConfig:
             raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
         data = dict(data)
         data.setdefault("stem", "residual")
+        data.setdefault("heatmap", "gaussian")
         for key in ("input_size", "mean", "std"):
             if key in data:
                 data[key] = tuple(data[key])

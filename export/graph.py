@@ -95,15 +95,17 @@ def sample_crops(
     return out.reshape(3, n, size[0], size[1]).transpose(0, 1)
 
 
+HEATMAP_KINDS = ("gaussian", "softmax")  # unit-peak Gaussians regressed by MSE, or logits under a spatial softmax
 LOG_FLOOR = 1e-3  # heatmap values below this share of the peak count as this share (keeps the log finite)
 
 
-def decode_heatmaps(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_heatmaps(heatmaps: torch.Tensor, score_map: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, K, h, w) → keypoints (N, K, 2) in heatmap cells (centres at i + 0.5) and peak scores.
 
     Argmax, then on each axis the vertex of the parabola through the log heatmap at the peak and its
     two neighbours (exact for a Gaussian peak; a second-order step like DARK's, without the
     cross term), limited to half a cell; edge cells and flat or upward-curved peaks keep the cell centre.
+    The score is the peak value, or ``score_map``'s value at the peak when one is given.
     """
     n, k, h, w = heatmaps.shape
     flat = heatmaps.reshape(n, k, h * w)
@@ -128,7 +130,20 @@ def decode_heatmaps(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     shift_x = vertex(log_at(-1, 0), centre, log_at(1, 0), (x > 0) & (x < w - 1))
     shift_y = vertex(log_at(0, -1), centre, log_at(0, 1), (y > 0) & (y < h - 1))
     xy = torch.cat([x + 0.5 + shift_x, y + 0.5 + shift_y], 2)
+    if score_map is not None:
+        score = score_map.reshape(n, k, h * w).gather(2, index)
     return xy, score[:, :, 0]
+
+
+def spatial_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """(N, K, h, w) logits → per-keypoint probability maps over the h·w cells."""
+    n, k, h, w = logits.shape
+    return torch.softmax(logits.reshape(n, k, h * w), dim=2).reshape(n, k, h, w)
+
+
+def neighbourhood_mass(probabilities: torch.Tensor) -> torch.Tensor:
+    """Each cell's probability summed with its 8 neighbours: a softmax model's 0…1 keypoint confidence."""
+    return F.avg_pool2d(probabilities, 3, stride=1, padding=1, count_include_pad=True) * 9
 
 
 class PoseGraph(nn.Module):
@@ -139,6 +154,8 @@ class PoseGraph(nn.Module):
         self.config = config
         self.flip_test = flip_test
         h, w = config.input_size
+        if config.heatmap not in HEATMAP_KINDS:
+            raise ValueError(f"unknown heatmap kind {config.heatmap!r}; choose from {', '.join(HEATMAP_KINDS)}")
         self.sppe = StackedHourglass(config.stacks, config.channels, config.num_keypoints, config.depth, config.stem)
         multiple = self.sppe.input_multiple()
         if h % multiple or w % multiple:
@@ -180,13 +197,18 @@ class PoseGraph(nn.Module):
         crops = self.normalise(sample_crops(images, box_image_index, warped, self.grid, (h, w)))
         return to_crop, theta, crops
 
+    def last_heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
+        """The last stack's heatmaps; a softmax model's logits become probability maps."""
+        heatmaps = self.run_sub(self.sppe, crops)[-1]
+        return spatial_softmax(heatmaps) if self.config.heatmap == "softmax" else heatmaps
+
     def heatmaps_with_flip(self, images: StackedImages, box_image_index: torch.Tensor, warped: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
         """Last-stack heatmaps, averaged with the mirrored crop's when flip test is on."""
-        heatmaps = self.run_sub(self.sppe, crops)[-1]
+        heatmaps = self.last_heatmaps(crops)
         if not self.flip_test:
             return heatmaps
         mirrored = self.normalise(sample_crops(images, box_image_index, warped, self.grid_mirror, self.config.input_size))
-        flipped = self.run_sub(self.sppe, mirrored)[-1]
+        flipped = self.last_heatmaps(mirrored)
         flipped = flipped.index_select(3, self.reverse_w).index_select(1, self.flip_perm)
         return (heatmaps + flipped) * 0.5
 
@@ -196,7 +218,7 @@ class PoseGraph(nn.Module):
         h, w = self.config.input_size
         to_crop, theta, crops = self.sppe_inputs(stacked, box_image_index, boxes)
         heatmaps = self.heatmaps_with_flip(stacked, box_image_index, compose_affine(to_crop, theta), crops)
-        cells, scores = decode_heatmaps(heatmaps)
+        cells, scores = decode_heatmaps(heatmaps, neighbourhood_mass(heatmaps) if self.config.heatmap == "softmax" else None)
         hm_h, hm_w = heatmaps.shape[2], heatmaps.shape[3]
         scale = torch.tensor([2.0 / hm_w, 2.0 / hm_h], device=cells.device)
         in_stn_output = cells * scale - 1.0

@@ -37,6 +37,9 @@ def example_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return images, boxes, torch.tensor([0, 1, 1], dtype=torch.int32)
 
 
+DECODES = {"gaussian": "argmax+log_parabola", "softmax": "softmax+argmax+log_parabola"}  # metadata `decode` per heatmap kind
+
+
 def metadata_for(graph: PoseGraph, precision: str, sha256: str, max_boxes: int, name: str) -> ModelMetadata:
     """The metadata an exported file carries (docs/onnx-contract.md)."""
     cfg = graph.config
@@ -46,6 +49,7 @@ def metadata_for(graph: PoseGraph, precision: str, sha256: str, max_boxes: int, 
         flip_pairs=[list(p) for p in cfg.flip_pairs],
         input_size=list(cfg.input_size),
         normalisation={"scale": cfg.pixel_scale, "mean": list(cfg.mean), "std": list(cfg.std)},
+        decode=DECODES[cfg.heatmap],
         precision=precision,
         box_enlarge=cfg.box_enlarge,
         flip_test=graph.flip_test,

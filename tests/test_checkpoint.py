@@ -70,3 +70,9 @@ def test_configs_written_before_the_stem_key_mean_the_paper_stem() -> None:
     del old["stem"]
     assert ModelConfig.from_dict(old).stem == "residual"
     assert ModelConfig.from_dict(ModelConfig().to_dict()).stem == "conv"
+
+
+def test_configs_written_before_the_heatmap_key_mean_gaussian_heatmaps() -> None:
+    old = ModelConfig(heatmap="softmax").to_dict()
+    del old["heatmap"]
+    assert ModelConfig.from_dict(old).heatmap == "gaussian"

@@ -1,11 +1,12 @@
 """The deploy graph's geometry: box to crop, decode, and the whole chain back to image pixels."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rmpe.export.config import ModelConfig
-from rmpe.export.graph import PoseGraph, crop_transform, decode_heatmaps
+from rmpe.export.graph import PoseGraph, crop_transform, decode_heatmaps, neighbourhood_mass, spatial_softmax
 
 
 class BrightSpot(nn.Module):
@@ -48,6 +49,24 @@ def test_decode_finds_gaussian_peaks_to_a_hundredth_of_a_cell() -> None:
     assert interior <= 0.01  # the log of a Gaussian is a parabola: the vertex is exact
     assert (xy[0, 2] - centres[2]).abs().max() <= 1e-6  # edge cell: its centre
     assert torch.allclose(score, torch.ones_like(score), atol=0.1)
+
+
+def test_softmax_heatmaps_decode_exactly_and_score_their_mass_near_the_peak() -> None:
+    h, w = 32, 24
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    centre = torch.tensor([9.3, 14.7])
+    sharp = -((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / 2  # log of a σ = 1 Gaussian
+    logits = torch.stack([sharp, sharp / 16])[None]  # the second keypoint is spread out, less certain
+    probabilities = spatial_softmax(logits)
+    assert torch.allclose(probabilities.sum(dim=(2, 3)), torch.ones(1, 2))
+    xy, score = decode_heatmaps(probabilities, neighbourhood_mass(probabilities))
+    assert (xy[0] - centre).abs().max() <= 0.01
+    assert 0.5 < score[0, 0] <= 1.0 and 0.0 < score[0, 1] < score[0, 0] / 4
+
+
+def test_unknown_heatmap_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="heatmap kind 'sigmoid'"):
+        PoseGraph(ModelConfig(channels=16, heatmap="sigmoid"))
 
 
 def test_decode_survives_flat_and_negative_heatmaps() -> None:

@@ -10,7 +10,7 @@ import torch
 from rmpe.export.checkpoint import load_graph
 from rmpe.export.config import ModelConfig
 from rmpe.training.synth import write_dataset
-from rmpe.training.train import TrainConfig, Trainer, heatmap_targets
+from rmpe.training.train import TrainConfig, Trainer, heatmap_targets, softmax_cross_entropy
 
 TINY = ModelConfig(name="tiny", stacks=2, channels=32, stn_channels=8, input_size=(64, 64))
 
@@ -35,12 +35,35 @@ def test_targets_peak_at_the_keypoint_cell() -> None:
     assert weights.tolist() == [[1.0, 0.0]]
 
 
-def test_loss_goes_down(tiny_data: Path, tmp_path: Path) -> None:
+def test_cross_entropy_is_zero_at_the_target_and_ignores_unweighted_keypoints() -> None:
+    points = torch.tensor([[[0.1, -0.2], [0.5, 0.5]]])
+    targets, weights = heatmap_targets(points, torch.tensor([[True, False]]), (32, 24), sigma=1.0)
+    at_target = torch.log(targets.clamp(min=1e-30))
+    assert softmax_cross_entropy(at_target, targets, weights) == pytest.approx(0.0, abs=1e-4)
+    assert softmax_cross_entropy(torch.zeros_like(targets), targets, weights) > 1.0
+    shifted = at_target.clone()
+    shifted[0, 1] = 0.0  # the unlabelled keypoint's map does not count
+    assert softmax_cross_entropy(shifted, targets, weights) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_softmax_loss_with_its_mse_term_is_near_zero_at_the_target(tiny_data: Path, tmp_path: Path) -> None:
+    trainer = Trainer(config(tiny_data, tmp_path, model=replace(TINY, heatmap="softmax"), softmax_mse_weight=0.1))
+    points = torch.tensor([[[0.1, -0.2], [-0.4, 0.3]]])
+    targets, weights = heatmap_targets(points, torch.tensor([[True, True]]), (32, 24), sigma=1.0)
+    at_target = torch.log(targets.clamp(min=1e-30))
+    assert trainer.heatmap_loss(at_target, targets, weights) < 0.05  # probabilities × 2πσ² ≈ the unit-peak target
+    assert trainer.heatmap_loss(torch.zeros_like(targets), targets, weights) > 1.0
+
+
+@pytest.mark.parametrize("heatmap", ["gaussian", "softmax"])
+def test_loss_goes_down(tiny_data: Path, tmp_path: Path, heatmap: str) -> None:
     torch.set_num_threads(2)
-    trainer = Trainer(config(tiny_data, tmp_path, stn_fraction=0.0, max_steps=20))
+    # cross-entropy falls more slowly than the MSE's first drop off the all-zero plateau, so give it longer
+    steps, lr, ratio = (20, 2e-3, 0.5) if heatmap == "gaussian" else (30, 5e-3, 0.9)
+    trainer = Trainer(config(tiny_data, tmp_path, stn_fraction=0.0, max_steps=steps, lr=lr, model=replace(TINY, heatmap=heatmap)))
     losses = trainer.run()
-    assert len(losses) == 20
-    assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
+    assert len(losses) == steps
+    assert np.mean(losses[-4:]) < ratio * np.mean(losses[:4])
 
 
 def test_phase_two_trains_the_stn_against_the_parallel_sppe(tiny_data: Path, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from rmpe.export.checkpoint import save_checkpoint
 from rmpe.export.config import ModelConfig
-from rmpe.export.graph import PoseGraph, compose_affine, crop_transform, sample_crops, stack_images
+from rmpe.export.graph import PoseGraph, compose_affine, crop_transform, sample_crops, spatial_softmax, stack_images
 from rmpe.export.stn import apply_affine, invert_affine, stn_points
 from rmpe.runtime.keypoints import flip_permutation
 from rmpe.training.pgpg import PGPG
@@ -47,6 +47,7 @@ class TrainConfig:
     parallel_weight: float = 1.0
     parallel_samples: int = 8  # the parallel SPPE sees this many of each batch (it costs a second SPPE pass)
     sigma: float = 1.0  # target Gaussian, in heatmap cells
+    softmax_mse_weight: float = 0.1  # softmax models: weight of the MSE term on the rescaled probabilities
     seed: int = 0
     save_minutes: float = 5.0
     resume: bool = False
@@ -83,6 +84,20 @@ def weighted_mse(heatmaps: torch.Tensor, targets: torch.Tensor, weights: torch.T
     """
     per_keypoint = ((heatmaps - targets).square() * (1 + FOREGROUND_WEIGHT * targets)).mean(dim=(2, 3))
     return 1000 * (per_keypoint * weights).sum() / weights.sum().clamp(min=1)
+
+
+def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """KL divergence from the normalised target Gaussian to the spatial softmax of the logits.
+
+    Unlike MSE, its gradient (softmax − target) is as large for a fresh network as for a trained
+    one, so there is no all-zero plateau to leave; it is 0 when the logits match the target.
+    """
+    n, k = logits.shape[:2]
+    log_p = torch.log_softmax(logits.reshape(n, k, -1), dim=2)
+    t = targets.reshape(n, k, -1)
+    t = t / t.sum(dim=2, keepdim=True).clamp(min=1e-12)
+    per_keypoint = (t * (torch.log(t.clamp(min=1e-12)) - log_p)).sum(dim=2)
+    return (per_keypoint * weights).sum() / weights.sum().clamp(min=1)
 
 
 def to_normalised(points: torch.Tensor, to_image: torch.Tensor) -> torch.Tensor:
@@ -137,6 +152,17 @@ class Trainer:
         warm = min(1.0, (self.step + 1) / self.cfg.warmup_steps)
         return warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * self.progress())))
 
+    def heatmap_loss(self, output: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Gaussian models: weighted MSE. Softmax models: cross-entropy, plus weighted MSE between the
+        probabilities × 2πσ² (a unit-peak Gaussian when they match the target) and the targets."""
+        if self.cfg.model.heatmap == "gaussian":
+            return weighted_mse(output, targets, weights)
+        loss = softmax_cross_entropy(output, targets, weights)
+        if self.cfg.softmax_mse_weight:
+            unit_peak = spatial_softmax(output) * (2 * math.pi * self.cfg.sigma**2)
+            loss = loss + self.cfg.softmax_mse_weight * weighted_mse(unit_peak, targets, weights)
+        return loss
+
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """Main heatmap loss on every stack, plus the parallel SPPE loss in phase 2."""
         g = self.graph
@@ -152,14 +178,14 @@ class Trainer:
         in_output = stn_points(theta.detach(), to_normalised(batch.keypoints[..., :2], to_crop))
         targets, weights = heatmap_targets(in_output, visible, self.heatmap_size, self.cfg.sigma)
         stacks = g.sppe(crops)
-        main = sum(weighted_mse(h, targets, weights) for h in stacks) / len(stacks)
+        main = sum(self.heatmap_loss(h, targets, weights) for h in stacks) / len(stacks)
         parts = {"loss": main.item()}
         total = main
         if self.parallel is not None:
             m = self.cfg.parallel_samples
             to_gt = compose_affine(crop_transform(batch.gt_boxes[:m], aspect, enlarge), batch.augment[:m])
             centred, c_weights = heatmap_targets(to_normalised(batch.keypoints[:m, :, :2], to_gt), visible[:m], self.heatmap_size, self.cfg.sigma)
-            parallel = weighted_mse(self.parallel(crops[:m])[-1], centred, c_weights)
+            parallel = self.heatmap_loss(self.parallel(crops[:m])[-1], centred, c_weights)
             total = total + self.cfg.parallel_weight * parallel
             parts["parallel"] = parallel.item()
         return total, parts

@@ -14,6 +14,7 @@ import torch
 from rmpe.export.checkpoint import BUNDLED_DIR, BUNDLED_NAME, config_path_for
 from rmpe.export.cli import parse_size
 from rmpe.export.config import ModelConfig
+from rmpe.export.graph import HEATMAP_KINDS
 
 EPILOG = """examples:
   rmpe-data synth --out data/train --images 4000 --seed 1 --workers 2
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--config", type=Path, help="model config JSON (default: the built-in default architecture)")
     p.add_argument("--input-size", type=parse_size, metavar="HxW", help="SPPE crop size")
+    p.add_argument("--heatmap", choices=HEATMAP_KINDS, help="gaussian: unit-peak heatmaps trained with weighted MSE (the default, "
+                   "the paper's); softmax: logits trained with cross-entropy plus MSE, far ahead in the first minutes, "
+                   "level after the hour (docs/training.md)")
     p.add_argument("--minutes", type=float, default=train_default("minutes"), help="wall-clock training budget (default: %(default)s)")
     p.add_argument("--max-steps", type=int, default=train_default("max_steps"), help="stop after this many steps (0: only the time budget)")
     p.add_argument("--batch", type=int, default=train_default("batch"), help="crops per step (default: %(default)s; on CPU more, smaller steps learn faster)")
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         model = ModelConfig.load(args.config) if args.config else ModelConfig()
         if args.input_size:
             model = replace(model, input_size=args.input_size)
+        if args.heatmap:
+            model = replace(model, heatmap=args.heatmap)
         cfg = TrainConfig(data=args.data, out=args.out, pgpg=args.pgpg, model=model, batch=args.batch, minutes=args.minutes,
                           max_steps=args.max_steps, lr=args.lr, sigma=args.sigma, stn_fraction=args.stn_fraction, seed=args.seed,
                           resume=args.resume, progress=not args.quiet)
