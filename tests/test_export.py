@@ -8,8 +8,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from rmpe.export.checkpoint import load_graph
+from rmpe.export.checkpoint import load_graph, save_checkpoint
 from rmpe.export.cli import main as export_main
+from rmpe.export.config import ModelConfig
+from rmpe.export.graph import PoseGraph
 from rmpe.export.parity import realistic_inputs
 from rmpe.runtime.metadata import ModelMetadata
 
@@ -83,3 +85,18 @@ def test_bad_arguments_give_one_line_errors(tmp_path: Path, capsys: pytest.Captu
     assert export_main(["--opset", "13", "--out", str(tmp_path)]) == 2
     assert export_main(["--input-size", "100x90", "--out", str(tmp_path)]) == 2
     assert "multiple of" in capsys.readouterr().err
+
+
+def test_softmax_model_exports_with_its_decode_and_matches_pytorch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    graph = PoseGraph(ModelConfig(channels=16, stn_channels=8, heatmap="softmax")).eval()
+    save_checkpoint(graph, tmp_path / "soft.safetensors")
+    assert export_main(["--checkpoint", str(tmp_path / "soft.safetensors"), "--out", str(tmp_path / "out")]) == 0
+    assert ModelMetadata.read_json(tmp_path / "out" / "model.json").decode == "softmax+argmax+log_parabola"
+    inputs = realistic_inputs(seed=3)
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    keypoints, scores = session.run(None, inputs)
+    with torch.no_grad():
+        ref_k, ref_s = graph(*(torch.from_numpy(v) for v in inputs.values()))
+    assert np.mean(np.linalg.norm(keypoints - ref_k.numpy(), axis=-1) > 0.05) <= 0.01
+    assert np.abs(scores - ref_s.numpy()).max() < 1e-5 and (scores > 0).all() and (scores <= 1).all()
