@@ -197,10 +197,15 @@ class PoseGraph(nn.Module):
         crops = self.normalise(sample_crops(images, box_image_index, warped, self.grid, (h, w)))
         return to_crop, theta, crops
 
+    @property
+    def softmax(self) -> bool:
+        """Whether the hourglass outputs logits for a spatial softmax (else unit-peak Gaussian heatmaps)."""
+        return self.config.heatmap == "softmax"
+
     def last_heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
         """The last stack's heatmaps; a softmax model's logits become probability maps."""
         heatmaps = self.run_sub(self.sppe, crops)[-1]
-        return spatial_softmax(heatmaps) if self.config.heatmap == "softmax" else heatmaps
+        return spatial_softmax(heatmaps) if self.softmax else heatmaps
 
     def heatmaps_with_flip(self, images: StackedImages, box_image_index: torch.Tensor, warped: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
         """Last-stack heatmaps, averaged with the mirrored crop's when flip test is on."""
@@ -218,7 +223,7 @@ class PoseGraph(nn.Module):
         h, w = self.config.input_size
         to_crop, theta, crops = self.sppe_inputs(stacked, box_image_index, boxes)
         heatmaps = self.heatmaps_with_flip(stacked, box_image_index, compose_affine(to_crop, theta), crops)
-        cells, scores = decode_heatmaps(heatmaps, neighbourhood_mass(heatmaps) if self.config.heatmap == "softmax" else None)
+        cells, scores = decode_heatmaps(heatmaps, neighbourhood_mass(heatmaps) if self.softmax else None)
         hm_h, hm_w = heatmaps.shape[2], heatmaps.shape[3]
         scale = torch.tensor([2.0 / hm_w, 2.0 / hm_h], device=cells.device)
         in_stn_output = cells * scale - 1.0

@@ -155,7 +155,7 @@ class Trainer:
     def heatmap_loss(self, output: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Gaussian models: weighted MSE. Softmax models: cross-entropy, plus weighted MSE between the
         probabilities × 2πσ² (a unit-peak Gaussian when they match the target) and the targets."""
-        if self.cfg.model.heatmap == "gaussian":
+        if not self.graph.softmax:
             return weighted_mse(output, targets, weights)
         loss = softmax_cross_entropy(output, targets, weights)
         if self.cfg.softmax_mse_weight:
