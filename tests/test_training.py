@@ -10,7 +10,7 @@ import torch
 from rmpe.export.checkpoint import load_graph
 from rmpe.export.config import ModelConfig
 from rmpe.training.synth import write_dataset
-from rmpe.training.train import TrainConfig, Trainer, heatmap_targets, softmax_cross_entropy
+from rmpe.training.train import TrainConfig, Trainer, heatmap_targets, softmax_cross_entropy, training_device, use_bf16
 
 TINY = ModelConfig(name="tiny", stacks=2, channels=32, stn_channels=8, input_size=(64, 64))
 
@@ -55,15 +55,31 @@ def test_softmax_loss_with_its_mse_term_is_near_zero_at_the_target(tiny_data: Pa
     assert trainer.heatmap_loss(torch.zeros_like(targets), targets, weights) > 1.0
 
 
-@pytest.mark.parametrize("heatmap", ["gaussian", "softmax"])
-def test_loss_goes_down(tiny_data: Path, tmp_path: Path, heatmap: str) -> None:
+@pytest.mark.parametrize("heatmap, precision", [("gaussian", "fp32"), ("gaussian", "bf16"), ("softmax", "auto")])
+def test_loss_goes_down(tiny_data: Path, tmp_path: Path, heatmap: str, precision: str) -> None:
     torch.set_num_threads(2)
     # cross-entropy falls more slowly than the MSE's first drop off the all-zero plateau, so give it longer
     steps, lr, ratio = (20, 2e-3, 0.5) if heatmap == "gaussian" else (30, 5e-3, 0.9)
-    trainer = Trainer(config(tiny_data, tmp_path, stn_fraction=0.0, max_steps=steps, lr=lr, model=replace(TINY, heatmap=heatmap)))
+    trainer = Trainer(config(tiny_data, tmp_path, stn_fraction=0.0, max_steps=steps, lr=lr, precision=precision,
+                             model=replace(TINY, heatmap=heatmap)))
     losses = trainer.run()
     assert len(losses) == steps
     assert np.mean(losses[-4:]) < ratio * np.mean(losses[:4])
+    assert all(p.dtype == torch.float32 for p in trainer.graph.parameters())  # autocast leaves the weights fp32
+
+
+def test_precision_and_device_choices() -> None:
+    cpu = torch.device("cpu")
+    assert use_bf16("bf16", cpu) and not use_bf16("fp32", cpu)
+    assert use_bf16("auto", cpu) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    with pytest.raises(ValueError, match="fp16"):
+        use_bf16("fp16", cpu)
+    assert training_device("cpu") == cpu
+    with pytest.raises(ValueError, match="bad device"):
+        training_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            training_device("cuda")
 
 
 def test_phase_two_trains_the_stn_against_the_parallel_sppe(tiny_data: Path, tmp_path: Path) -> None:

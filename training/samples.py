@@ -47,6 +47,10 @@ class Batch:
     keypoints: torch.Tensor  # (B, K, 3), left/right already swapped for mirrored samples
     augment: torch.Tensor  # (B, 2, 3) affine in normalised crop coordinates
 
+    def to(self, device: torch.device) -> "Batch":
+        """The same batch with every tensor on ``device``."""
+        return Batch(*(getattr(self, f).to(device, non_blocking=True) for f in self.__dataclass_fields__))
+
 
 class PersonSet:
     """Images of a COCO keypoints data set held decoded in memory, and its people."""
