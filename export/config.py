@@ -23,6 +23,7 @@ class ModelConfig:
     depth: int = 3
     stem: str = "conv"  # "residual": the paper's stem (configs written before this key existed)
     heatmap: str = "gaussian"  # unit-peak Gaussians (MSE); "softmax": logits under a spatial softmax (see graph.py)
+    decode_blur: float = 1.0  # σ (heatmap cells) of the blur before a Gaussian model's sub-cell step; 0: none
     input_size: tuple[int, int] = (128, 96)  # (height, width) of the SPPE crop
     stn: bool = True
     stn_channels: int = 16
@@ -52,6 +53,7 @@ class ModelConfig:
         data = dict(data)
         data.setdefault("stem", "residual")
         data.setdefault("heatmap", "gaussian")
+        data.setdefault("decode_blur", 0.0)  # configs written before the blur keep their decode
         for key in ("input_size", "mean", "std"):
             if key in data:
                 data[key] = tuple(data[key])

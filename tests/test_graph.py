@@ -116,3 +116,27 @@ def test_boxes_batched_over_padded_images_match_one_image_at_a_time() -> None:
         alone1, s1 = graph(large, boxes[1:], torch.zeros(1, dtype=torch.int32))
     assert torch.allclose(together, torch.cat([alone0, alone1]), atol=1e-3)
     assert torch.allclose(s_together, torch.cat([s0, s1]), atol=1e-4)  # batched convolutions round differently
+
+
+def test_blurred_decode_keeps_gaussian_peaks_and_scores_the_raw_peak() -> None:
+    graph = PoseGraph(ModelConfig(channels=16))
+    h, w = 32, 24
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    centres = torch.tensor([[5.3 + i * 0.7, 7.8 + i] for i in range(17)])
+    heatmaps = torch.stack([0.8 * torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / 2) for cx, cy in centres])[None]
+    noisy = heatmaps + 0.05 * torch.randn(heatmaps.shape, generator=torch.Generator().manual_seed(0))
+    xy, score = graph.decode(heatmaps)
+    assert (xy[0] - centres).abs().max() <= 0.02  # a blurred Gaussian is a Gaussian with the same centre
+    assert torch.equal(score, heatmaps.flatten(2).amax(dim=2))  # the raw peak, not the blurred one
+    on_negative = heatmaps * 3 - 2.0  # a negative background must not pull the blurred peak to the border
+    assert (graph.decode(on_negative)[0][0] - centres).abs().max() <= 0.5  # the right cell
+    plain, _ = decode_heatmaps(noisy)
+    blurred, _ = graph.decode(noisy)
+    assert (blurred[0] - centres).norm(dim=1).mean() < (plain[0] - centres).norm(dim=1).mean()
+
+
+def test_configs_without_decode_blur_keep_the_plain_decode() -> None:
+    old = {k: v for k, v in ModelConfig(channels=16).to_dict().items() if k != "decode_blur"}
+    assert ModelConfig.from_dict(old).decode_blur == 0.0
+    assert PoseGraph(ModelConfig.from_dict(old)).blur is None
+    assert PoseGraph(ModelConfig(channels=16, heatmap="softmax")).blur is None
