@@ -78,7 +78,7 @@ class RMPEParams:
     vs 0.653 for the AlphaPose constants and 0.501 without NMS. The match rule decides almost
     everything there (delta2 and gamma move AP by < 0.001); merge radius 0.25 and match_thresh 8
     were best. On the synthetic data set with its simulated detector and the bundled model both
-    modes score the same AP (0.635 rmpe vs 0.638 alphapose; BENCHMARKS.md), so these stay.
+    modes score the same AP (0.719 both; BENCHMARKS.md), so these stay.
     """
 
     delta1: float = 1.0
