@@ -193,11 +193,11 @@ class PoseGraph(nn.Module):
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1) / config.pixel_scale, persistent=False)
         self.register_buffer("inv_std", config.pixel_scale / torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("flip_perm", torch.tensor(flip_permutation(config.num_keypoints, config.flip_pairs)), persistent=False)
-        blur = config.decode_blur if not self.softmax and config.decode_blur > 0 else None
-        kernel = None if blur is None else blur_kernel(blur, config.num_keypoints)
-        heatmap_size = (h // self.sppe.stride, w // self.sppe.stride)
+        blurs = not self.softmax and config.decode_blur > 0
+        kernel = blur_kernel(config.decode_blur, config.num_keypoints) if blurs else None
+        coverage = blur_coverage(kernel, (h // self.sppe.stride, w // self.sppe.stride)) if blurs else None
         self.register_buffer("blur", kernel, persistent=False)
-        self.register_buffer("blur_coverage", None if kernel is None else blur_coverage(kernel, heatmap_size), persistent=False)
+        self.register_buffer("blur_coverage", coverage, persistent=False)
         self.register_buffer("reverse_w", torch.arange(w // self.sppe.stride - 1, -1, -1), persistent=False)
 
     def normalise(self, crops: torch.Tensor) -> torch.Tensor:

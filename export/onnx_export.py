@@ -15,7 +15,6 @@ import onnx
 import torch
 
 import rmpe
-from rmpe.export.config import ModelConfig
 from rmpe.export.graph import PoseGraph
 from rmpe.runtime.metadata import (
     INPUT_BOX_IMAGE_INDEX,
@@ -41,9 +40,10 @@ def example_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 DECODES = {"gaussian": "argmax+log_parabola", "softmax": "softmax+argmax+log_parabola"}  # metadata `decode` per heatmap kind
 
 
-def decode_name(cfg: ModelConfig) -> str:
-    """The metadata's ``decode``: the heatmap kind's, with the blur's σ first where a Gaussian model blurs."""
-    if cfg.heatmap == "gaussian" and cfg.decode_blur > 0:
+def decode_name(graph: PoseGraph) -> str:
+    """The metadata's ``decode``: the heatmap kind's, with the blur's σ first where the graph blurs."""
+    cfg = graph.config
+    if graph.blur is not None:
         return f"blur{cfg.decode_blur:g}+{DECODES[cfg.heatmap]}"
     return DECODES[cfg.heatmap]
 
@@ -57,7 +57,7 @@ def metadata_for(graph: PoseGraph, precision: str, sha256: str, max_boxes: int, 
         flip_pairs=[list(p) for p in cfg.flip_pairs],
         input_size=list(cfg.input_size),
         normalisation={"scale": cfg.pixel_scale, "mean": list(cfg.mean), "std": list(cfg.std)},
-        decode=decode_name(cfg),
+        decode=decode_name(graph),
         precision=precision,
         box_enlarge=cfg.box_enlarge,
         flip_test=graph.flip_test,

@@ -36,6 +36,8 @@ def train_default(name: str) -> object:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rmpe.training.train import PRECISIONS
+
     p = argparse.ArgumentParser(prog="rmpe-train", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="data set folder: images/ and person_keypoints.json")
     p.add_argument("--pgpg", type=Path, help="PGPG model (.npz from `rmpe-data pgpg`); without it, jittered ground-truth boxes")
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma", type=float, default=train_default("sigma"), help="target Gaussian's σ in heatmap cells (default: %(default)s)")
     p.add_argument("--stn-fraction", type=float, default=train_default("stn_fraction"), help="share of the budget for phase 2 (STN + parallel SPPE)")
     p.add_argument("--device", default=train_default("device"), help="torch device, e.g. cuda (default: %(default)s)")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=train_default("precision"),
+    p.add_argument("--precision", choices=PRECISIONS, default=train_default("precision"),
                    help="SPPE arithmetic while training: bf16 autocast is ~30%% faster on CPUs with native bf16 "
                    "(AVX512-BF16/AMX); auto picks it there (default: %(default)s). Weights stay fp32.")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
