@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--box-thr", type=float, default=0.05, help="drop boxes scoring below this (default 0.05)")
     box.add_argument("--max-people", type=int, default=0, help="keep at most this many boxes per image (0: all)")
     run = p.add_argument_group("inference")
-    run.add_argument("--nms", choices=("alphapose", "rmpe", "none"), default="alphapose",
-                     help="pose NMS (default alphapose: AlphaPose's pixel-based rules)")
+    run.add_argument("--nms", choices=("rmpe", "alphapose", "none"), default="rmpe",
+                     help="pose NMS (default rmpe: the paper's scale-aware rules, people ranked by their median "
+                     "keypoint score; alphapose: AlphaPose's pixel rules and person score; none: keep every box's pose)")
     run.add_argument("--batch", type=int, default=16, help="most boxes per graph call (default 16)")
     run.add_argument("--backend", choices=("auto", "ort", "ort-trt", "trt"), default="auto",
                      help="auto: by file suffix; ort-trt: ONNX Runtime's TensorRT provider")

@@ -17,9 +17,9 @@ from .backends import Backend, BackendError, BackendOptions, open_backend
 from .boxes import Boxes, clean_boxes, whole_image
 from .metadata import (INPUT_BOX_IMAGE_INDEX, INPUT_BOXES, INPUT_IMAGES, OUTPUT_KEYPOINTS, OUTPUT_SCORES,
                        ModelMetadata)
-from .pose_nms import pose_nms
+from .pose_nms import RMPEParams, person_scores, pose_nms
 
-NMS_MODES = ("alphapose", "rmpe", "none")
+NMS_MODES = ("rmpe", "alphapose", "none")
 
 
 @dataclass
@@ -59,17 +59,14 @@ class Poses:
                    np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
 
-def alphapose_score(keypoint_scores: np.ndarray, box_scores: np.ndarray) -> np.ndarray:
-    """AlphaPose's person score ``mean(s) + box_score + 1.25·max(s)``, used when no NMS merges poses."""
-    return keypoint_scores.mean(axis=1) + box_scores + 1.25 * keypoint_scores.max(axis=1)
-
-
 def select_poses(keypoints: np.ndarray, keypoint_scores: np.ndarray, boxes: Boxes, mode: str) -> Poses:
-    """Pose NMS over one image's candidates (``mode`` alphapose or rmpe), or none: keep every candidate."""
+    """Pose NMS over one image's candidates (``mode`` rmpe or alphapose), or none: keep every candidate,
+    ranked as rmpe mode ranks its output."""
     if mode not in NMS_MODES:
         raise ValueError(f"unknown pose NMS mode {mode!r}; choose one of {', '.join(NMS_MODES)}")
     if mode == "none" or len(boxes) == 0:
-        return Poses(keypoints, keypoint_scores, boxes.xyxy, alphapose_score(keypoint_scores, boxes.scores))
+        scores = person_scores(keypoint_scores, boxes.scores, RMPEParams.person_score)
+        return Poses(keypoints, keypoint_scores, boxes.xyxy, scores)
     result = pose_nms(boxes.xyxy, boxes.scores, keypoints, keypoint_scores, mode=mode)
     return Poses(np.asarray(result.keypoints, np.float32), np.asarray(result.keypoint_scores, np.float32),
                  np.asarray(result.boxes, np.float32), np.asarray(result.scores, np.float32))
@@ -105,7 +102,7 @@ class PoseEstimator:
     """
 
     def __init__(self, model: str | Path, *, device: str = "cpu", backend: str = "auto", threads: int = 0,
-                 nms: str = "alphapose", detector: str | Path | None = None, detector_format: str = "auto",
+                 nms: str = "rmpe", detector: str | Path | None = None, detector_format: str = "auto",
                  box_thr: float = 0.05, max_people: int = 0, options: BackendOptions | None = None) -> None:
         if nms not in NMS_MODES:
             raise ValueError(f"unknown pose NMS mode {nms!r}; choose one of {', '.join(NMS_MODES)}")

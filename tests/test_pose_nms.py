@@ -84,6 +84,25 @@ def test_low_score_pick_is_dropped_with_its_cluster() -> None:
     assert res.keypoints.shape == (1, K, 2)
 
 
+def test_person_score_by_mode() -> None:
+    """A: half its keypoints sure (0.95), half not (0.35), a sure box; B: every keypoint 0.6, a weak box.
+
+    AlphaPose's sum ranks A first (0.65 + 1.0 + 1.25·0.95 > 0.6 + 0.1 + 1.25·0.6); rmpe's median
+    ranks B first (0.6 > 0.35: A's median keypoint is one of its unsure ones).
+    """
+    a, b = _person(100, 100), _person(400, 100)
+    a_scores = np.r_[np.full(8, 0.95), np.full(9, 0.35)]
+    args = (np.stack([_box(a), _box(b)]), np.array([1.0, 0.1]), np.stack([a, b]), np.stack([a_scores, np.full(K, 0.6)]))
+    alphapose = pose_nms(*args, mode="alphapose")
+    np.testing.assert_allclose(alphapose.scores, [a_scores.mean() + 1.0 + 1.25 * 0.95, 0.6 + 0.1 + 1.25 * 0.6], rtol=1e-6)
+    rmpe = pose_nms(*args, mode="rmpe")
+    assert rmpe.pick.tolist() == [0, 1]  # the greedy order is still by mean keypoint score
+    np.testing.assert_allclose(rmpe.scores, [0.35, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(pose_nms(*args, mode="alphapose", person_score="median").scores, rmpe.scores, rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown person score 'mean'"):
+        pose_nms(*args, person_score="mean")
+
+
 def test_area_filter() -> None:
     """A pose spanning 1 px × 160 px has 2.25·1·160 = 360 px² of area."""
     pose = _person(100, 100)

@@ -78,6 +78,7 @@ def test_estimator_api_with_boxes(model):
     first = poses[0]
     assert first.keypoints.shape == (17, 2) and first.keypoint_scores.shape == (17,) and first.box.shape == (4,)
     assert isinstance(first.score, float)
+    np.testing.assert_allclose(poses.scores, np.median(poses.keypoint_scores, axis=1), rtol=1e-6)  # ranked as rmpe ranks
 
 
 def test_estimator_single_person_and_pose_nms(model):

@@ -40,7 +40,7 @@ class TrainConfig:
     batch: int = 8
     minutes: float = 55.0
     max_steps: int = 0  # 0: until the time is up
-    lr: float = 2e-3
+    lr: float = 4e-3
     warmup_steps: int = 100
     stn_fraction: float = 0.1  # share of the time spent in phase 2
     stn_lr_scale: float = 0.1
