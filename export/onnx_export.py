@@ -13,6 +13,8 @@ from pathlib import Path
 
 import onnx
 import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 import rmpe
 from rmpe.export.graph import PoseGraph
@@ -71,8 +73,24 @@ def metadata_for(graph: PoseGraph, precision: str, sha256: str, max_boxes: int, 
     )
 
 
+def fold_batch_norms(module: nn.Module) -> None:
+    """Fold each batch norm that directly follows a convolution in a Sequential into that convolution.
+
+    Done in fp32 before the cast to fp16: the hourglass heads' 1×1 convolutions output values near
+    10⁴ that their batch norm brings back to ~1, and in fp16 that subtraction cost heatmap errors
+    up to 0.5 (of a unit peak) and 0.008 AP; folded, the largest error is 0.004.
+    """
+    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                seq[i] = fuse_conv_bn_eval(seq[i], seq[i + 1])
+                seq[i + 1] = nn.Identity()
+
+
 def to_fp16(graph: PoseGraph) -> PoseGraph:
-    """Weights and convolutions of the networks in fp16; grids, θ and decode stay fp32 (see PoseGraph.run_sub)."""
+    """Weights and convolutions of the networks in fp16, batch norms folded into the convolutions
+    before the cast; grids, θ and decode stay fp32 (see PoseGraph.run_sub)."""
+    fold_batch_norms(graph.eval())
     graph.sppe.half()
     if graph.loc is not None:
         graph.loc.half()
