@@ -17,9 +17,9 @@ from rmpe.runtime.keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETO
 class ModelConfig:
     """Everything needed to rebuild the network and describe it in exported metadata."""
 
-    name: str = "rmpe-hg2-c128"
+    name: str = "rmpe-hg2-c160"
     stacks: int = 2
-    channels: int = 128
+    channels: int = 160
     depth: int = 3
     stem: str = "conv"  # "residual": the paper's stem (configs written before this key existed)
     heatmap: str = "gaussian"  # unit-peak Gaussians (MSE); "softmax": logits under a spatial softmax (see graph.py)
