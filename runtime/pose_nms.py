@@ -16,7 +16,7 @@ then merge each cluster into one pose and filter the merged poses.
 The two modes also rank their output differently (``person_score``): AlphaPose's person score
 ``mean(ŝ) + box score + 1.25·max(ŝ)``, or rmpe's median keypoint score ŝ, which tracks a pose's
 OKS better (a few confident keypoints or a confident box do not lift a half-wrong pose) and
-raises COCO keypoint AP by ~0.015 on the synthetic set (BENCHMARKS.md "Keypoint AP").
+raises COCO keypoint AP by ~0.02 on the synthetic set (BENCHMARKS.md "Keypoint AP").
 
 Keypoints with a NaN coordinate or score are *missing*: they never match, never merge, score 0
 in rankings, and a merged keypoint with no contributions comes out as NaN with score 0.
