@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rmpe.runtime.estimator import NMS_MODES
+
 if TYPE_CHECKING:
     from pycocotools.coco import COCO
 
@@ -249,7 +251,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL", help="exported models (.onnx or TensorRT engines)")
     parser.add_argument("--data", type=Path, required=True, metavar="DIR",
                         help="a data set written by rmpe-data synth (images/, person_keypoints.json, detections.json)")
-    parser.add_argument("--nms", nargs="+", choices=("rmpe", "alphapose", "none"), default=["rmpe"],
+    parser.add_argument("--nms", nargs="+", choices=NMS_MODES, default=["rmpe"],
                         help="pose NMS modes to evaluate, each a separate run (default: rmpe, rmpe-run's default)")
     parser.add_argument("--flip-model", nargs="+", default=[], metavar="MODEL",
                         help="more models, exported with rmpe-export --flip (flip test inside the graph)")

@@ -32,6 +32,8 @@ PROG = "rmpe-run"
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``rmpe-run``."""
+    from .estimator import NMS_MODES
+
     p = argparse.ArgumentParser(prog=PROG, description="Run an exported rmpe pose model on images.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="model.onnx (ONNX Runtime) or a TensorRT engine (.plan/.engine)")
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--box-thr", type=float, default=0.05, help="drop boxes scoring below this (default 0.05)")
     box.add_argument("--max-people", type=int, default=0, help="keep at most this many boxes per image (0: all)")
     run = p.add_argument_group("inference")
-    run.add_argument("--nms", choices=("rmpe", "alphapose", "none"), default="rmpe",
+    run.add_argument("--nms", choices=NMS_MODES, default="rmpe",
                      help="pose NMS (default rmpe: the paper's scale-aware rules, people ranked by their median "
                      "keypoint score; alphapose: AlphaPose's pixel rules and person score; none: keep every box's pose)")
     run.add_argument("--batch", type=int, default=16, help="most boxes per graph call (default 16)")

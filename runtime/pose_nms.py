@@ -125,13 +125,17 @@ Params = Union[AlphaPoseParams, RMPEParams]
 PERSON_SCORES = ("alphapose", "median")
 
 
+def _check_person_score(rule: str) -> None:
+    if rule not in PERSON_SCORES:
+        raise ValueError(f"unknown person score {rule!r}; choose one of {', '.join(PERSON_SCORES)}")
+
+
 def person_scores(keypoint_scores: np.ndarray, box_scores: np.ndarray, rule: str) -> np.ndarray:
     """(M,) person scores from (M, K) keypoint and (M,) box scores by ``rule`` (module docstring)."""
+    _check_person_score(rule)
     if rule == "alphapose":
         return keypoint_scores.mean(axis=1) + box_scores + 1.25 * keypoint_scores.max(axis=1)
-    if rule == "median":
-        return np.median(keypoint_scores, axis=1)
-    raise ValueError(f"unknown person score {rule!r}; choose one of {', '.join(PERSON_SCORES)}")
+    return np.median(keypoint_scores, axis=1)
 
 
 _PARAMS: dict[str, type] = {"alphapose": AlphaPoseParams, "rmpe": RMPEParams}
@@ -150,8 +154,7 @@ def nms_params(mode: Mode = "alphapose", **overrides: float | str) -> Params:
     if unknown:
         raise TypeError(f"unknown constant(s) {unknown} for mode {mode!r}; known: {sorted(known)}")
     params = replace(cls(), **overrides)
-    if params.person_score not in PERSON_SCORES:
-        raise ValueError(f"unknown person score {params.person_score!r}; choose one of {', '.join(PERSON_SCORES)}")
+    _check_person_score(params.person_score)  # before the NMS work, not after it
     return params
 
 
