@@ -1,11 +1,17 @@
-"""How the default constants of ``pose_nms(mode="rmpe")`` were chosen: COCO keypoint AP on
-simulated scenes, compared with no NMS and with ``mode="alphapose"``, over a small grid.
+"""How the default constants of ``pose_nms(mode="rmpe")`` were chosen: COCO keypoint AP over a
+small grid, compared with no NMS and with ``mode="alphapose"``.
 
-Run ``python -m rmpe.benchmarks.nms_tuning``. Scenes: 2000 px images with 1–6 people of 20–800
-px, each with 1–6 duplicate candidates whose keypoint jitter is proportional to the person's size
-(`nms_scenes.make_scene`); AP from pycocotools' COCOeval (iouType="keypoints"). The results are
-in BENCHMARKS.md, "Pose NMS". Re-check them on the synthetic data set with a simulated detector
-once it lands: these scenes only approximate a real detector's duplicates.
+Two sources of candidate poses:
+
+- ``python -m rmpe.benchmarks.nms_tuning``: simulated scenes, 2000 px images with 1–6 people of
+  20–800 px, each with 1–6 duplicate candidates whose keypoint jitter is proportional to the
+  person's size (`nms_scenes.make_scene`);
+- ``python -m rmpe.benchmarks.nms_tuning --model model.onnx --data val1 val2 ...``: an exported
+  model's candidates on ``rmpe-data synth`` sets, one per simulated detection (cleaned as
+  ``rmpe-run`` cleans boxes), computed once per set and re-used for every grid point; each
+  setting's AP is given per set and as the mean, which is what the defaults are chosen by.
+
+AP from pycocotools' COCOeval (iouType="keypoints"). The results are in BENCHMARKS.md, "Pose NMS".
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ import argparse
 import contextlib
 import io
 import itertools
+import json
+import sys
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from rmpe.benchmarks.nms_scenes import Scene, candidates, make_scene
 from rmpe.runtime.keypoints import COCO_KEYPOINTS, COCO_SKELETON
@@ -28,6 +38,13 @@ GRID = {
     "merge_radius": [0.1, 0.15, 0.25],
     "match_thresh": [5, 8],
 }
+# On model candidates delta2 and gamma moved AP by < 0.001 in the scenes' grid; the match and merge rules decide.
+DATA_GRID = {
+    "match_radius": [0.05, 0.1, 0.15],
+    "merge_radius": [0.15, 0.25, 0.4],
+    "match_thresh": [5, 8, 11],
+}
+Candidates = dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # image id -> boxes, scores, poses, kp scores
 
 
 def ground_truth(scenes: list[Scene]) -> dict:
@@ -82,13 +99,74 @@ def evaluate(scenes: list[Scene], gt: dict, nms) -> float:
     return keypoint_ap(gt, [d for i, sc in enumerate(scenes) for d in detections(i, nms(sc))])
 
 
+def model_candidates(model: Path, folder: Path) -> tuple[Candidates, dict]:
+    """Every simulated detection's pose from ``model`` on the data set in ``folder``, and its annotations."""
+    from rmpe.benchmarks.ap import read_data_set
+    from rmpe.runtime.boxes import DetectionFile, clean_boxes
+    from rmpe.runtime.estimator import PoseEstimator
+    from rmpe.runtime.images import load_image
+
+    data = read_data_set(folder, None)
+    detections = DetectionFile(data.detections)
+    out: Candidates = {}
+    with PoseEstimator(model) as estimator:
+        for path, image_id in tqdm(list(zip(data.files, data.ids)), desc=folder.name, unit="img", leave=False):
+            image = load_image(path)
+            boxes = clean_boxes(detections.lookup(path.name, image_id), *image.shape[:2], thr=estimator.box_thr)
+            poses, scores = estimator.infer([image], [boxes.xyxy])
+            out[image_id] = (boxes.xyxy, boxes.scores, poses, scores)
+    return out, json.loads(data.annotations.read_text())
+
+
+def candidates_ap(cands: Candidates, gt: dict, nms) -> float:
+    """AP of ``nms`` (boxes, box scores, poses, scores → PoseNMSResult) over one set's candidates."""
+    from rmpe.benchmarks.ap import evaluate
+
+    results = [d for image_id, c in cands.items() if len(c[0]) for d in detections(image_id, nms(*c))]
+    return evaluate(results, gt)["AP"]
+
+
+def tune_on_data(model: Path, folders: list[Path]) -> None:
+    """Print AP per data set and its mean for the baselines and every point of DATA_GRID, best first."""
+    sets = [model_candidates(model, folder) for folder in folders]
+    names = " | ".join(f"AP {f.name}" for f in folders)
+    print(f"| setting | {names} | mean |\n|---|" + "---:|" * (len(folders) + 1))
+
+    def row(label: str, nms) -> float:
+        aps = [candidates_ap(c, gt, nms) for c, gt in sets]
+        print(f"| {label} | " + " | ".join(f"{a:.4f}" for a in aps) + f" | {np.mean(aps):.4f} |", flush=True)
+        return float(np.mean(aps))
+
+    row("alphapose defaults", lambda *c: pose_nms(*c, mode="alphapose"))
+    row("rmpe defaults", lambda *c: pose_nms(*c, mode="rmpe"))
+    for values in itertools.product(*DATA_GRID.values()):
+        constants = dict(zip(DATA_GRID, values))
+        row(f"rmpe {constants}", lambda *c, k=constants: pose_nms(*c, mode="rmpe", **k))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print AP of the baselines and of every grid point, best first."""
+    """Print AP of the baselines and of every grid point (scenes: best first; data sets: grid order)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=150)
-    parser.add_argument("--jitter", type=float, nargs="+", default=[0.01, 0.03])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", type=int, default=150, help="simulated scenes (default 150)")
+    parser.add_argument("--jitter", type=float, nargs="+", default=[0.01, 0.03],
+                        help="keypoint jitter of the scenes' candidates, as fractions of the person's size")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated scenes")
+    parser.add_argument("--model", type=Path, help="an exported model: tune on its candidates on --data instead")
+    parser.add_argument("--data", type=Path, nargs="+", default=[], metavar="DIR",
+                        help="rmpe-data synth sets for --model (images/, person_keypoints.json, detections.json)")
     args = parser.parse_args(argv)
+    if (args.model is None) != (not args.data):
+        parser.error("--model and --data go together")
+    if args.model is not None:
+        from rmpe.benchmarks.ap import InputError
+        from rmpe.runtime.backends import BackendError
+
+        try:
+            tune_on_data(args.model, args.data)
+        except (InputError, BackendError) as exc:
+            print(f"nms_tuning: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     rng = np.random.default_rng(args.seed)
     scenes = [make_scene(rng, int(rng.integers(1, 7)), jitter_rel=float(rng.choice(args.jitter)))
               for _ in range(args.images)]

@@ -78,13 +78,12 @@ class AlphaPoseParams:
 class RMPEParams:
     """Scale-aware constants; lengths are fractions of the reference box size S = max(w, h).
 
-    Chosen with ``python -m rmpe.benchmarks.nms_tuning`` (see BENCHMARKS.md "Pose NMS"): a grid
-    over delta2, gamma, match_radius, merge_radius and match_thresh maximising COCO keypoint AP on
-    150 simulated images (people 20–800 px, 1–6 duplicates each, jitter 1–3 % of size): AP 0.884
-    vs 0.653 for the AlphaPose constants and 0.501 without NMS. The match rule decides almost
-    everything there (delta2 and gamma move AP by < 0.001); merge radius 0.25 and match_thresh 8
-    were best. On the synthetic data set with its simulated detector and the bundled model both
-    modes' rules give the same AP when ranked the same way (BENCHMARKS.md), so these stay.
+    Chosen with ``python -m rmpe.benchmarks.nms_tuning --model model.onnx --data val...`` (see
+    BENCHMARKS.md "Pose NMS"): a grid over match_radius, merge_radius and match_thresh on the
+    bundled model's candidates (every simulated detection) on three synthetic validation sets,
+    by mean COCO keypoint AP: match radius 0.05 and merge radius 0.15 gave 0.738 against 0.735 for
+    the constants before (0.1, 0.25, picked on simulated scenes with ``nms_tuning`` alone), and
+    +0.004 / +0.003 on two more sets not used to choose. delta2 and gamma move AP by < 0.001.
     """
 
     delta1: float = 1.0
@@ -94,8 +93,8 @@ class RMPEParams:
     score_thresh: float = 0.3
     match_thresh: int = 8
     area_thresh: float = 0.0  # px², like AlphaPose (not scale-invariant; 0 disables it)
-    match_radius: float = 0.1  # match radius / S
-    merge_radius: float = 0.25  # merge radius / S
+    match_radius: float = 0.05  # match radius / S
+    merge_radius: float = 0.15  # merge radius / S
     ksim_window: float = 0.1  # side of the K_sim square window / S (paper: 1/10 of the box)
     person_score: str = "median"  # output ranking: median(ŝ)
 
