@@ -167,12 +167,13 @@ def read_model_info(path: Path) -> ModelInfo:
     return ModelInfo(str(path), meta.precision, bool(meta.flip_test), bool(meta.trained), meta.num_keypoints)
 
 
-def run_model(model: Path, data: DataSet, nms: str, batch: int, out: Path, verbose: bool) -> float:
+def run_model(model: Path, data: DataSet, nms: str, batch: int, out: Path, verbose: bool,
+              refine: bool = False) -> float:
     """One ``rmpe-run`` call writing COCO results to ``out``; returns its wall time in seconds."""
     from rmpe.runtime.cli import main as run_main
 
     argv = [str(model), *map(str, data.files), "--boxes", str(data.detections), "--annotations", str(data.annotations),
-            "--out", str(out), "--nms", nms, "--batch", str(batch)]
+            "--out", str(out), "--nms", nms, "--batch", str(batch)] + (["--refine"] if refine else [])
     start = time.perf_counter()
     status = run_main(argv + ([] if verbose else ["--quiet"]))
     seconds = time.perf_counter() - start
@@ -199,6 +200,8 @@ def check_args(args: argparse.Namespace, data: DataSet) -> list[ModelInfo]:
         raise InputError("--limit must be at least 1")
     if args.batch < 1:
         raise InputError("--batch must be at least 1")
+    if args.refine and "none" in args.nms:
+        raise InputError("--refine needs a pose NMS: drop 'none' from --nms")
     if args.out_json is not None and not args.out_json.parent.is_dir():
         raise InputError(f"--out-json {args.out_json}: no folder {args.out_json.parent}")
     infos = [read_model_info(Path(m)) for m in args.models + args.flip_model]
@@ -221,12 +224,13 @@ def run(args: argparse.Namespace) -> int:
             for n, info in enumerate(infos):
                 for nms in args.nms:
                     out = Path(tmp) / f"results-{n}-{nms}.json"
-                    seconds = run_model(Path(info.path), data, nms, args.batch, out, args.verbose)
+                    seconds = run_model(Path(info.path), data, nms, args.batch, out, args.verbose, args.refine)
                     stats = evaluate(out, data.annotations, data.ids, verbose=args.verbose)
                     if stats["nonfinite"]:
                         print(f"{PROG}: warning: {info.path} ({nms}): {stats['nonfinite']:.0f} keypoints are "
                               "NaN or inf; scored as misses", file=sys.stderr)
-                    rows.append(Row(info.path, info.precision, info.flip_test, info.trained, nms,
+                    label = f"{nms} + refine" if args.refine else nms
+                    rows.append(Row(info.path, info.precision, info.flip_test, info.trained, label,
                                     len(data.ids), seconds, stats))
     except InputError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -255,6 +259,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="pose NMS modes to evaluate, each a separate run (default: rmpe, rmpe-run's default)")
     parser.add_argument("--flip-model", nargs="+", default=[], metavar="MODEL",
                         help="more models, exported with rmpe-export --flip (flip test inside the graph)")
+    parser.add_argument("--refine", action="store_true", help="run rmpe-run with --refine (not with --nms none)")
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images (by id) only")
     parser.add_argument("--batch", type=int, default=32, help="rmpe-run --batch: most boxes per call (default 32)")
     parser.add_argument("--out-json", type=Path, metavar="FILE", help="also write the rows (all ten COCO stats) here")

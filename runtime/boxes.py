@@ -54,6 +54,25 @@ def clean_boxes(boxes: Boxes, height: int, width: int, thr: float = 0.0, max_peo
     return Boxes(xyxy[order], scores[order])
 
 
+def pose_boxes(keypoints: np.ndarray, box_scores: np.ndarray, height: int, width: int) -> Boxes:
+    """Each pose's keypoint extent (M, K, 2 → M boxes; NaN keypoints ignored) as a box, clipped to the image.
+
+    The boxes of ``rmpe-run --refine``'s second pass: fitted to a whole pose, they are centred on the
+    person where a detector's box may cut off raised arms or feet. The graph enlarges every box
+    (``box_enlarge``), so no margin is added here. Poses without finite keypoints get no box.
+    """
+    keypoints = np.asarray(keypoints, np.float32)
+    finite = np.isfinite(keypoints).all(axis=2).any(axis=1)
+    kept = keypoints[finite]
+    xyxy = np.concatenate([np.nanmin(kept, axis=1), np.nanmax(kept, axis=1)], axis=1) if len(kept) else np.zeros((0, 4))
+    return clean_boxes(Boxes(xyxy.astype(np.float32), np.asarray(box_scores, np.float32)[finite]), height, width)
+
+
+def join_boxes(first: Boxes, second: Boxes) -> Boxes:
+    """The boxes of ``first`` followed by those of ``second``."""
+    return Boxes(np.concatenate([first.xyxy, second.xyxy]), np.concatenate([first.scores, second.scores]))
+
+
 def _load_json(path: Path, what: str):
     try:
         return json.loads(Path(path).read_text())

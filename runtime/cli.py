@@ -19,6 +19,9 @@ examples:
   rmpe-run model.onnx val2017/ --boxes person_detections.json --annotations person_keypoints_val2017.json \\
       --out results.json
 
+  # more accurate, slower: a second pass at boxes fitted to the people found
+  rmpe-run model.onnx photos/ --boxes person_detections.json --refine --out results.json
+
   # AlphaPose --detfile form, a glob, GPU
   rmpe-run model.onnx 'frames/*.png' --detfile dets.json --device cuda --batch 64
 
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--nms", choices=NMS_MODES, default="rmpe",
                      help="pose NMS (default rmpe: the paper's scale-aware rules, people ranked by their median "
                      "keypoint score; alphapose: AlphaPose's pixel rules and person score; none: keep every box's pose)")
+    run.add_argument("--refine", action="store_true",
+                     help="second pass: crop every person again at a box fitted to its keypoints and merge both "
+                     "passes' poses in a second pose NMS (one more graph run per person, about +0.01 AP)")
     run.add_argument("--batch", type=int, default=16, help="most boxes per graph call (default 16)")
     run.add_argument("--backend", choices=("auto", "ort", "ort-trt", "trt"), default="auto",
                      help="auto: by file suffix; ort-trt: ONNX Runtime's TensorRT provider")
@@ -128,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         detections = DetectionFile(args.boxes) if args.boxes else None
         if detections is not None and args.detector is not None:
             _say("warning: --boxes given, so --detector is not used")
-        estimator = PoseEstimator(args.model, nms=args.nms, options=options, box_thr=args.box_thr,
+        estimator = PoseEstimator(args.model, nms=args.nms, refine=args.refine, options=options, box_thr=args.box_thr,
                                   max_people=args.max_people,
                                   detector=args.detector if detections is None else None,
                                   detector_format=args.detector_format)

@@ -3,7 +3,8 @@
 Images are decoded by a small thread pool a bounded number of images ahead of the graph, so decoding
 overlaps inference. Boxes of several images go into one graph call (at most ``batch`` boxes; the
 images of a call are padded bottom/right to a common size), then each image's candidates go
-through pose NMS and to the writers.
+through pose NMS and to the writers. With the estimator's ``refine``, the same images go through the
+graph once more with boxes fitted to their people, and a second pose NMS joins both passes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from .boxes import Boxes, ImageId, clean_boxes
-from .estimator import PoseEstimator, Poses, select_poses
+from .estimator import Candidates, PoseEstimator, Poses, join_candidates, refine_boxes, select_poses
 from .images import ImageError, InputItem, load_image
 
 BoxSource = Callable[[InputItem, ImageId, np.ndarray], Boxes]
@@ -132,31 +133,47 @@ class Pipeline:
             self._flush()
 
     def _flush(self) -> None:
-        """Run the pending images through the graph (splitting one oversized image) and emit them."""
+        """Run the pending images through the graph (and the refine pass) and emit their poses."""
         pending, self._pending = self._pending, []
         if not pending:
             return
-        t0 = time.perf_counter()
-        if len(pending) == 1 and len(pending[0].boxes) > self.batch:
-            xyxy = pending[0].boxes.xyxy
-            chunks = [self._infer([pending[0].image], [xyxy[i:i + self.batch]]) for i in range(0, len(xyxy), self.batch)]
-            keypoints = np.concatenate([c[0] for c in chunks])
-            scores = np.concatenate([c[1] for c in chunks])
-        else:
-            with_boxes = [p for p in pending if len(p.boxes)]
-            keypoints, scores = self._infer([p.image for p in with_boxes], [p.boxes.xyxy for p in with_boxes])
-        self.stats.seconds["graph"] += time.perf_counter() - t0
-        offsets = np.cumsum([0] + [len(p.boxes) for p in pending])
-        for p, a, b in zip(pending, offsets[:-1], offsets[1:]):
-            t1 = time.perf_counter()
-            poses = select_poses(keypoints[a:b], scores[a:b], p.boxes, self.estimator.nms)
-            t2 = time.perf_counter()
+        images = [p.image for p in pending]
+        candidates = self._candidates(images, [p.boxes for p in pending])
+        poses = self._select(candidates)
+        if self.estimator.refine:
+            second = [refine_boxes(q, *im.shape[:2]) for q, im in zip(poses, images)]
+            poses = self._select([join_candidates(c, s) for c, s in zip(candidates, self._candidates(images, second))])
+        for p, image_poses in zip(pending, poses):
+            t0 = time.perf_counter()
             for sink in self.sinks:
-                sink(p.index, p.item, p.image, poses)
-            self.stats.seconds["nms"] += t2 - t1
-            self.stats.seconds["write"] += time.perf_counter() - t2
+                sink(p.index, p.item, p.image, image_poses)
+            self.stats.seconds["write"] += time.perf_counter() - t0
             self.stats.images += 1
-            self.stats.people += len(poses)
+            self.stats.people += len(image_poses)
+
+    def _candidates(self, images: list[np.ndarray], boxes: list[Boxes]) -> list[Candidates]:
+        """Every image's candidate poses, from graph calls of at most ``batch`` boxes (one image may span several)."""
+        t0 = time.perf_counter()
+        owner = np.repeat(np.arange(len(images)), [len(b) for b in boxes])
+        flat = np.concatenate([b.xyxy for b in boxes])
+        parts = []
+        for lo in range(0, len(flat), self.batch):
+            chunk, chunk_owner = flat[lo:lo + self.batch], owner[lo:lo + self.batch]
+            used = np.unique(chunk_owner)
+            parts.append(self._infer([images[i] for i in used], [chunk[chunk_owner == i] for i in used]))
+        k = self.estimator.metadata.num_keypoints
+        keypoints = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k, 2), np.float32)
+        scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k), np.float32)
+        self.stats.seconds["graph"] += time.perf_counter() - t0
+        ends = np.cumsum([len(b) for b in boxes])
+        return [(keypoints[a:b], scores[a:b], bx) for a, b, bx in zip([0, *ends[:-1]], ends, boxes)]
+
+    def _select(self, candidates: list[Candidates]) -> list[Poses]:
+        """Pose NMS of each image's candidates."""
+        t0 = time.perf_counter()
+        poses = [select_poses(*c, self.estimator.nms) for c in candidates]
+        self.stats.seconds["nms"] += time.perf_counter() - t0
+        return poses
 
     def _infer(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if sum(len(b) for b in boxes):

@@ -91,7 +91,15 @@ def test_cli_table_with_stick_figure_model(data, tmp_path, capsys):
     assert all(0.0 <= r["stats"]["AP"] <= 1.0 and r["images_per_s"] > 0 for r in saved["rows"])
 
 
-@pytest.mark.parametrize("problem", ["no data", "no model", "not flip", "bad limit", "no out folder"])
+def test_cli_refine_rows(data, tmp_path, capsys):
+    model = make_pose_model(tmp_path / "fake.onnx")
+    assert bench_main(["ap", str(model), "--data", str(data), "--nms", "rmpe", "alphapose", "--refine",
+                       "--limit", "2"]) == 0
+    rows = [x for x in capsys.readouterr().out.splitlines() if x.startswith(f"| {model}")]
+    assert [r.split("|")[3].strip() for r in rows] == ["rmpe + refine", "alphapose + refine"]
+
+
+@pytest.mark.parametrize("problem", ["no data", "no model", "not flip", "bad limit", "no out folder", "refine none"])
 def test_cli_bad_input_exits_2(data, tmp_path, capsys, problem):
     model = make_pose_model(tmp_path / "fake.onnx")
     argv = {"no data": ["ap", str(model), "--data", str(tmp_path / "nowhere")],
@@ -99,6 +107,7 @@ def test_cli_bad_input_exits_2(data, tmp_path, capsys, problem):
             "not flip": ["ap", str(model), "--data", str(data), "--flip-model", str(model)],
             "bad limit": ["ap", str(model), "--data", str(data), "--limit", "0"],
             "no out folder": ["ap", str(model), "--data", str(data), "--out-json", str(tmp_path / "no" / "x.json")],
+            "refine none": ["ap", str(model), "--data", str(data), "--nms", "rmpe", "none", "--refine"],
             }[problem]
     assert bench_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -255,3 +255,70 @@ def test_tensorrt_engine_backend(model, tmp_path):
     with PoseEstimator(engine, nms="none") as est:
         poses = est(person_image(h, w, boxes, reds), boxes=boxes)
     np.testing.assert_allclose(poses.keypoints, expected_keypoints(np.array(boxes)), atol=1e-3)
+
+
+def test_pose_boxes_fit_keypoints_ignore_nan_and_clip():
+    from rmpe.runtime.boxes import pose_boxes
+
+    kps = np.array([[[10, 20], [30, 5], [np.nan, np.nan]],      # extent of the finite keypoints
+                    [[-5, 40], [50, 90], [20, 60]],             # clipped to the 60 x 80 image
+                    [[np.nan, np.nan]] * 3], np.float32)        # no keypoints: no box
+    boxes = pose_boxes(kps, np.array([0.9, 0.5, 0.7]), height=80, width=60)
+    np.testing.assert_allclose(boxes.xyxy, [[10, 5, 30, 20], [0, 40, 50, 80]])
+    np.testing.assert_allclose(boxes.scores, [0.9, 0.5])
+
+
+def test_refine_runs_a_second_pass_at_fitted_boxes(model):
+    from rmpe.runtime.boxes import Boxes, join_boxes
+    from rmpe.runtime.estimator import select_poses
+
+    h, w, boxes, reds = SCENES["000000000001.png"]
+    image = person_image(h, w, boxes, reds)
+    with PoseEstimator(model, refine=True) as est:
+        calls = []
+        infer = est.infer
+        est.infer = lambda images, b: calls.append(np.concatenate(b)) or infer(images, b)
+        refined = est(image, boxes=boxes, box_scores=[0.95, 0.9])
+    first_boxes = Boxes(np.array(boxes, np.float32), np.array([0.95, 0.9], np.float32))
+    scores = SCORE_SCALE[None] * np.array(reds, np.float32)[:, None] / 255  # each crop's centre is inside its person
+    first = select_poses(expected_keypoints(first_boxes.xyxy), scores, first_boxes, "rmpe")
+    fitted = np.concatenate([first.keypoints.min(axis=1), first.keypoints.max(axis=1)], axis=1)
+    assert len(calls) == 2
+    np.testing.assert_allclose(calls[0], boxes)
+    np.testing.assert_allclose(np.sort(calls[1], axis=0), np.sort(fitted, axis=0), atol=1e-3)
+    # the second NMS sees both passes: the same people, each a merge of its two crops
+    second = Boxes(calls[1], np.array([0.95, 0.9], np.float32))
+    order = np.argsort(second.xyxy[:, 0])  # left person first, as in ``boxes``
+    second = Boxes(second.xyxy[order], second.scores)
+    both = join_boxes(first_boxes, second)
+    expected = select_poses(expected_keypoints(both.xyxy), np.concatenate([scores, scores]), both, "rmpe")
+    assert len(refined) == len(expected) == 2  # the stick figures of both crops overlap enough to merge
+    for got, want in zip(sorted(refined, key=lambda q: q.box[0]), sorted(expected, key=lambda q: q.box[0])):
+        np.testing.assert_allclose(got.keypoints, want.keypoints, atol=1e-3)
+        np.testing.assert_allclose(got.keypoint_scores, want.keypoint_scores, atol=1e-4)
+    moved = np.abs(np.sort(refined.keypoints[..., 1].ravel()) - np.sort(first.keypoints[..., 1].ravel()))
+    assert moved.max() > 0.5  # the second crop's pose was merged in
+
+
+def test_cli_refine_matches_the_estimator_per_image(model, folder, tmp_path):
+    out = tmp_path / "results.json"
+    dets = _coco_dets(tmp_path / "dets.json", by_name=False)
+    # batch 3: first and second passes each span several graph calls and split images
+    assert main([str(model), str(folder), "--boxes", str(dets), "--out", str(out), "--batch", "3", "--refine",
+                 "--quiet"]) == 0
+    grouped = _by_image(json.loads(out.read_text()))
+    with PoseEstimator(model, refine=True) as est:
+        for name, (h, w, boxes, reds) in SCENES.items():
+            poses = est(person_image(h, w, boxes, reds), boxes=boxes, box_scores=[0.95, 0.9])
+            got = sorted(grouped[int(Path(name).stem)], key=lambda r: -r["score"])
+            assert len(got) == len(poses)
+            for r, i in zip(got, np.argsort(-poses.scores, kind="stable")):
+                np.testing.assert_allclose(np.array(r["keypoints"]).reshape(-1, 3)[:, :2], poses.keypoints[i], atol=1e-3)
+
+
+def test_refine_needs_a_pose_nms(model, folder, capsys):
+    with pytest.raises(ValueError, match="refine needs a pose NMS"):
+        PoseEstimator(model, nms="none", refine=True)
+    assert main([str(model), str(folder), "--nms", "none", "--refine", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refine needs a pose NMS" in err[0]
