@@ -17,7 +17,7 @@ from .backends import Backend, BackendError, BackendOptions, open_backend
 from .boxes import Boxes, clean_boxes, join_boxes, pose_boxes, whole_image
 from .metadata import (INPUT_BOX_IMAGE_INDEX, INPUT_BOXES, INPUT_IMAGES, OUTPUT_KEYPOINTS, OUTPUT_SCORES,
                        ModelMetadata)
-from .pose_nms import RMPEParams, person_scores, pose_nms
+from .pose_nms import PoseNMSResult, RMPEParams, person_scores, pose_nms
 
 NMS_MODES = ("rmpe", "alphapose", "none")
 
@@ -69,10 +69,16 @@ def select_poses(keypoints: np.ndarray, keypoint_scores: np.ndarray, boxes: Boxe
     if mode == "none" or len(boxes) == 0:
         scores = person_scores(keypoint_scores, boxes.scores, RMPEParams.person_score)
         return Poses(keypoints, keypoint_scores, boxes.xyxy, scores, boxes.scores)
-    result = pose_nms(boxes.xyxy, boxes.scores, keypoints, keypoint_scores, mode=mode)
-    return Poses(np.asarray(result.keypoints, np.float32), np.asarray(result.keypoint_scores, np.float32),
-                 np.asarray(result.boxes, np.float32), np.asarray(result.scores, np.float32),
-                 np.asarray(result.box_scores, np.float32))
+    return _kept_poses(pose_nms(boxes.xyxy, boxes.scores, keypoints, keypoint_scores, mode=mode))
+
+
+def _kept_poses(result: PoseNMSResult, keep: np.ndarray | slice = slice(None)) -> Poses:
+    """The pose NMS output (its people selected by ``keep``) as :class:`Poses`."""
+    def pick(values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, np.float32)[keep]
+
+    return Poses(pick(result.keypoints), pick(result.keypoint_scores), pick(result.boxes), pick(result.scores),
+                 pick(result.box_scores))
 
 
 Candidates = tuple[np.ndarray, np.ndarray, Boxes]  # keypoints (N, K, 2), scores (N, K), the N boxes
@@ -83,10 +89,19 @@ def refine_boxes(first: Poses, height: int, width: int) -> Boxes:
     return pose_boxes(first.keypoints, first.box_scores, height, width)
 
 
-def join_candidates(first: Candidates, second: Candidates) -> Candidates:
-    """First- and second-pass candidates as one set, for the second pose NMS."""
-    return (np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]]),
-            join_boxes(first[2], second[2]))
+def refine_poses(first: Candidates, second: Candidates, mode: str) -> Poses:
+    """One pose NMS over both passes' candidates, keeping the people that hold a first-pass candidate.
+
+    A second-pass pose that merges with none of the first pass's would be a duplicate of the person
+    it was cropped from, so refining never adds people, it only moves and re-scores them.
+    """
+    n_first = len(first[2])
+    if n_first == 0:
+        return select_poses(*first, mode)
+    boxes = join_boxes(first[2], second[2])
+    result = pose_nms(boxes.xyxy, boxes.scores, np.concatenate([first[0], second[0]]),
+                      np.concatenate([first[1], second[1]]), mode=mode)
+    return _kept_poses(result, np.array([members.min() < n_first for members in result.merged], bool))
 
 
 def pad_images(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -117,8 +132,9 @@ class PoseEstimator:
     Without boxes, the detector finds people if one was given, otherwise the whole image is one
     person (single-person mode). Keypoint names, skeleton and input size come from the model's metadata.
     ``refine=True`` adds a second pass: every person found is cropped again at a box fitted to its
-    keypoints, and those poses join the first pass's candidates in a second pose NMS (one more graph
-    run per person; +0.01 COCO keypoint AP on the synthetic set, docs/runtime.md).
+    keypoints, and those poses join the first pass's candidates in a second pose NMS that keeps the
+    same people (one more graph run per person; +0.01 COCO keypoint AP on the synthetic set,
+    docs/runtime.md).
     """
 
     def __init__(self, model: str | Path, *, device: str = "cpu", backend: str = "auto", threads: int = 0,
@@ -213,7 +229,7 @@ class PoseEstimator:
         if not self.refine or len(poses) == 0:
             return poses
         second = refine_boxes(poses, *image.shape[:2])
-        return select_poses(*join_candidates(candidates, (*self._infer_all(image, second), second)), self.nms)
+        return refine_poses(candidates, (*self._infer_all(image, second), second), self.nms)
 
     def _infer_all(self, image: np.ndarray, boxes: Boxes) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints and scores of all ``boxes`` in one image, in as many graph calls as max_batch needs."""

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from .boxes import Boxes, ImageId, clean_boxes
-from .estimator import Candidates, PoseEstimator, Poses, join_candidates, refine_boxes, select_poses
+from .estimator import Candidates, PoseEstimator, Poses, refine_boxes, refine_poses, select_poses
 from .images import ImageError, InputItem, load_image
 
 BoxSource = Callable[[InputItem, ImageId, np.ndarray], Boxes]
@@ -139,10 +139,14 @@ class Pipeline:
             return
         images = [p.image for p in pending]
         candidates = self._candidates(images, [p.boxes for p in pending])
-        poses = self._select(candidates)
+        t0 = time.perf_counter()
+        poses = [select_poses(*c, self.estimator.nms) for c in candidates]
+        self.stats.seconds["nms"] += time.perf_counter() - t0
         if self.estimator.refine:
-            second = [refine_boxes(q, *im.shape[:2]) for q, im in zip(poses, images)]
-            poses = self._select([join_candidates(c, s) for c, s in zip(candidates, self._candidates(images, second))])
+            second = self._candidates(images, [refine_boxes(q, *im.shape[:2]) for q, im in zip(poses, images)])
+            t0 = time.perf_counter()
+            poses = [refine_poses(c, s, self.estimator.nms) for c, s in zip(candidates, second)]
+            self.stats.seconds["nms"] += time.perf_counter() - t0
         for p, image_poses in zip(pending, poses):
             t0 = time.perf_counter()
             for sink in self.sinks:
@@ -167,13 +171,6 @@ class Pipeline:
         self.stats.seconds["graph"] += time.perf_counter() - t0
         ends = np.cumsum([len(b) for b in boxes])
         return [(keypoints[a:b], scores[a:b], bx) for a, b, bx in zip([0, *ends[:-1]], ends, boxes)]
-
-    def _select(self, candidates: list[Candidates]) -> list[Poses]:
-        """Pose NMS of each image's candidates."""
-        t0 = time.perf_counter()
-        poses = [select_poses(*c, self.estimator.nms) for c in candidates]
-        self.stats.seconds["nms"] += time.perf_counter() - t0
-        return poses
 
     def _infer(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if sum(len(b) for b in boxes):

@@ -322,3 +322,22 @@ def test_refine_needs_a_pose_nms(model, folder, capsys):
     assert main([str(model), str(folder), "--nms", "none", "--refine", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "refine needs a pose NMS" in err[0]
+
+
+def test_refine_keeps_the_first_pass_people():
+    from rmpe.runtime.boxes import Boxes
+    from rmpe.runtime.estimator import refine_poses
+
+    box = np.array([[0, 0, 40, 100]], np.float32)
+    pose = expected_keypoints(box)
+    first = (pose, np.full((1, 17), 0.8, np.float32), Boxes(box, np.array([0.9], np.float32)))
+    near = (pose + 1.0, np.full((1, 17), 0.9, np.float32), Boxes(box + 1, np.array([0.9], np.float32)))
+    far = (pose + 500.0, np.full((1, 17), 0.9, np.float32), Boxes(box + 500, np.array([0.9], np.float32)))
+    merged = refine_poses(first, near, "rmpe")
+    assert len(merged) == 1
+    assert 0.0 < (merged.keypoints - pose).mean() < 1.0  # both passes averaged, score-weighted
+    kept = refine_poses(first, far, "rmpe")  # a second-pass pose matching nobody is not a new person
+    assert len(kept) == 1
+    np.testing.assert_allclose(kept.keypoints, pose, atol=1e-4)
+    empty = (np.zeros((0, 17, 2), np.float32), np.zeros((0, 17), np.float32), Boxes.empty())
+    assert len(refine_poses(empty, empty, "alphapose")) == 0
