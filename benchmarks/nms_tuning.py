@@ -38,13 +38,13 @@ GRID = {
     "merge_radius": [0.1, 0.15, 0.25],
     "match_thresh": [5, 8],
 }
-# On model candidates delta2 and gamma moved AP by < 0.001 in the scenes' grid; the match and merge rules decide.
+# delta2 and gamma moved AP by < 0.001 in the scenes' grid, so the model grid varies only the match and merge rules.
 DATA_GRID = {
     "match_radius": [0.05, 0.1, 0.15],
     "merge_radius": [0.15, 0.25, 0.4],
     "match_thresh": [5, 8, 11],
 }
-Candidates = dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # image id -> boxes, scores, poses, kp scores
+SetCandidates = dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # image id -> boxes, scores, poses, kp scores
 
 
 def ground_truth(scenes: list[Scene]) -> dict:
@@ -99,7 +99,7 @@ def evaluate(scenes: list[Scene], gt: dict, nms) -> float:
     return keypoint_ap(gt, [d for i, sc in enumerate(scenes) for d in detections(i, nms(sc))])
 
 
-def model_candidates(model: Path, folder: Path) -> tuple[Candidates, dict]:
+def model_candidates(model: Path, folder: Path) -> tuple[SetCandidates, dict]:
     """Every simulated detection's pose from ``model`` on the data set in ``folder``, and its annotations."""
     from rmpe.benchmarks.ap import read_data_set
     from rmpe.runtime.boxes import DetectionFile, clean_boxes
@@ -108,7 +108,7 @@ def model_candidates(model: Path, folder: Path) -> tuple[Candidates, dict]:
 
     data = read_data_set(folder, None)
     detections = DetectionFile(data.detections)
-    out: Candidates = {}
+    out: SetCandidates = {}
     with PoseEstimator(model) as estimator:
         for path, image_id in tqdm(list(zip(data.files, data.ids)), desc=folder.name, unit="img", leave=False):
             image = load_image(path)
@@ -118,7 +118,7 @@ def model_candidates(model: Path, folder: Path) -> tuple[Candidates, dict]:
     return out, json.loads(data.annotations.read_text())
 
 
-def candidates_ap(cands: Candidates, gt: dict, nms) -> float:
+def candidates_ap(cands: SetCandidates, gt: dict, nms) -> float:
     """AP of ``nms`` (boxes, box scores, poses, scores → PoseNMSResult) over one set's candidates."""
     from rmpe.benchmarks.ap import evaluate
 
@@ -127,15 +127,14 @@ def candidates_ap(cands: Candidates, gt: dict, nms) -> float:
 
 
 def tune_on_data(model: Path, folders: list[Path]) -> None:
-    """Print AP per data set and its mean for the baselines and every point of DATA_GRID, best first."""
+    """Print AP per data set and its mean for the baselines and every point of DATA_GRID, in grid order."""
     sets = [model_candidates(model, folder) for folder in folders]
     names = " | ".join(f"AP {f.name}" for f in folders)
     print(f"| setting | {names} | mean |\n|---|" + "---:|" * (len(folders) + 1))
 
-    def row(label: str, nms) -> float:
+    def row(label: str, nms) -> None:
         aps = [candidates_ap(c, gt, nms) for c, gt in sets]
         print(f"| {label} | " + " | ".join(f"{a:.4f}" for a in aps) + f" | {np.mean(aps):.4f} |", flush=True)
-        return float(np.mean(aps))
 
     row("alphapose defaults", lambda *c: pose_nms(*c, mode="alphapose"))
     row("rmpe defaults", lambda *c: pose_nms(*c, mode="rmpe"))

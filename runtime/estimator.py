@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -82,6 +82,23 @@ def _kept_poses(result: PoseNMSResult, keep: np.ndarray | slice = slice(None)) -
 
 
 Candidates = tuple[np.ndarray, np.ndarray, Boxes]  # keypoints (N, K, 2), scores (N, K), the N boxes
+Infer = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], tuple[np.ndarray, np.ndarray]]
+
+
+def infer_in_batches(infer: Infer, images: Sequence[np.ndarray], boxes: Sequence[Boxes], batch: int,
+                     num_keypoints: int) -> list[Candidates]:
+    """Every image's candidates from ``infer`` calls of at most ``batch`` boxes (one image may span several)."""
+    owner = np.repeat(np.arange(len(images)), [len(b) for b in boxes])
+    flat = np.concatenate([b.xyxy for b in boxes])
+    parts = []
+    for lo in range(0, len(flat), batch):
+        chunk, chunk_owner = flat[lo:lo + batch], owner[lo:lo + batch]
+        used = np.unique(chunk_owner)
+        parts.append(infer([images[i] for i in used], [chunk[chunk_owner == i] for i in used]))
+    keypoints = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, num_keypoints, 2), np.float32)
+    scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, num_keypoints), np.float32)
+    ends = np.cumsum([len(b) for b in boxes])
+    return [(keypoints[a:b], scores[a:b], bx) for a, b, bx in zip([0, *ends[:-1]], ends, boxes)]
 
 
 def refine_boxes(first: Poses, height: int, width: int) -> Boxes:
@@ -224,18 +241,16 @@ class PoseEstimator:
                             max_people=self.max_people)
         if len(found) == 0:
             return Poses.empty(self.metadata.num_keypoints)
-        candidates = (*self._infer_all(image, found), found)
+        candidates = self._candidates(image, found)
         poses = select_poses(*candidates, self.nms)
         if not self.refine or len(poses) == 0:
             return poses
-        second = refine_boxes(poses, *image.shape[:2])
-        return refine_poses(candidates, (*self._infer_all(image, second), second), self.nms)
+        return refine_poses(candidates, self._candidates(image, refine_boxes(poses, *image.shape[:2])), self.nms)
 
-    def _infer_all(self, image: np.ndarray, boxes: Boxes) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints and scores of all ``boxes`` in one image, in as many graph calls as max_batch needs."""
-        limit = self.max_batch or max(1, len(boxes))
-        parts = [self.infer([image], [boxes.xyxy[i:i + limit]]) for i in range(0, max(1, len(boxes)), limit)]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    def _candidates(self, image: np.ndarray, boxes: Boxes) -> Candidates:
+        """One image's candidates, in as many graph calls as max_batch needs."""
+        batch = self.max_batch or max(1, len(boxes))
+        return infer_in_batches(self.infer, [image], [boxes], batch, self.metadata.num_keypoints)[0]
 
     def close(self) -> None:
         """Release the model (and detector) sessions."""

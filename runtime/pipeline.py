@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from .boxes import Boxes, ImageId, clean_boxes
-from .estimator import Candidates, PoseEstimator, Poses, refine_boxes, refine_poses, select_poses
+from .estimator import Candidates, PoseEstimator, Poses, infer_in_batches, refine_boxes, refine_poses, select_poses
 from .images import ImageError, InputItem, load_image
 
 BoxSource = Callable[[InputItem, ImageId, np.ndarray], Boxes]
@@ -158,19 +158,9 @@ class Pipeline:
     def _candidates(self, images: list[np.ndarray], boxes: list[Boxes]) -> list[Candidates]:
         """Every image's candidate poses, from graph calls of at most ``batch`` boxes (one image may span several)."""
         t0 = time.perf_counter()
-        owner = np.repeat(np.arange(len(images)), [len(b) for b in boxes])
-        flat = np.concatenate([b.xyxy for b in boxes])
-        parts = []
-        for lo in range(0, len(flat), self.batch):
-            chunk, chunk_owner = flat[lo:lo + self.batch], owner[lo:lo + self.batch]
-            used = np.unique(chunk_owner)
-            parts.append(self._infer([images[i] for i in used], [chunk[chunk_owner == i] for i in used]))
-        k = self.estimator.metadata.num_keypoints
-        keypoints = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k, 2), np.float32)
-        scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k), np.float32)
+        candidates = infer_in_batches(self._infer, images, boxes, self.batch, self.estimator.metadata.num_keypoints)
         self.stats.seconds["graph"] += time.perf_counter() - t0
-        ends = np.cumsum([len(b) for b in boxes])
-        return [(keypoints[a:b], scores[a:b], bx) for a, b, bx in zip([0, *ends[:-1]], ends, boxes)]
+        return candidates
 
     def _infer(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if sum(len(b) for b in boxes):
