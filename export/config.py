@@ -36,6 +36,8 @@ class ModelConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     box_enlarge: float = 1.25
     trained: bool = False
+    train_steps: int = 0  # optimiser steps of the run that made these weights (0: unknown)
+    train_minutes: float = 0.0  # that run's training time
     notes: str = ""
 
     @property

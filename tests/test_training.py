@@ -1,4 +1,5 @@
-"""Training smoke tests: targets land on keypoints, the loss goes down, phase 2 trains the STN, resume works."""
+"""Training smoke tests: targets land on keypoints, the loss goes down, phase 2 trains the STN, resume works,
+the step forecast warns on a slow machine."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,9 @@ import torch
 from rmpe.export.checkpoint import load_graph
 from rmpe.export.config import ModelConfig
 from rmpe.training.synth import write_dataset
-from rmpe.training.train import TrainConfig, Trainer, heatmap_targets, softmax_cross_entropy, training_device, use_bf16
+from rmpe.training.train import (TrainConfig, Trainer, forecast_line, heatmap_targets, softmax_cross_entropy,
+                                 training_device, use_bf16)
+from rmpe.training.train_cli import bundled_step_seconds
 
 TINY = ModelConfig(name="tiny", stacks=2, channels=32, stn_channels=8, input_size=(64, 64))
 
@@ -100,3 +103,22 @@ def test_resume_continues_and_model_exports(tiny_data: Path, tmp_path: Path) -> 
     path = resumed.save_model()
     graph, sha = load_graph(path)
     assert graph.config.trained and graph.config.input_size == (64, 64) and len(sha) == 64
+    assert graph.config.train_steps == 5 and graph.config.train_minutes >= 0
+
+
+def test_forecast_extrapolates_the_rate_and_warns_when_slower_than_the_bundled_run(tiny_data: Path, tmp_path: Path) -> None:
+    trainer = Trainer(config(tiny_data, tmp_path, minutes=10, reference_step_s=0.15))
+    trainer.step, trainer.elapsed = 100, 60.0  # 100 steps in the first minute
+    line = trainer.forecast(60.0, 100)
+    assert "0.60 s per step" in line and "about 1,000 steps" in line and "4.0x fewer steps" in line
+    assert "fewer" not in forecast_line(0.16, "bf16", 55, 20_600, 0.15)
+    assert "fewer" not in forecast_line(0.5, "fp32", 55, 6_600, 0.0)
+
+
+def test_bundled_step_seconds_only_for_the_same_architecture_and_batch() -> None:
+    default = ModelConfig()
+    bundled = ModelConfig.load(Path(__file__).parents[1] / "rmpe/models/default.json")
+    assert bundled_step_seconds(default, 8) == pytest.approx(bundled.train_minutes * 60 / bundled.train_steps)
+    assert 0.1 < bundled_step_seconds(default, 8) < 0.2
+    assert bundled_step_seconds(replace(default, channels=96), 8) == 0
+    assert bundled_step_seconds(default, 4) == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,7 @@ class TrainConfig:
     device: str = "cpu"  # torch device for the networks ("cuda" where one is available)
     precision: str = "auto"  # SPPE compute: "bf16" autocast, "fp32", or "auto" (bf16 where the CPU has native bf16)
     save_minutes: float = 5.0
+    reference_step_s: float = 0.0  # seconds per step of the run that made the bundled model, for the forecast (0: none)
     resume: bool = False
     progress: bool = True
     augment: Augment = field(default_factory=Augment)
@@ -131,6 +133,20 @@ def training_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device {name!r}: training runs on cpu or cuda")
     return device
+
+
+FORECAST_AFTER_S = 60.0  # seconds of a run after which its step rate is reported
+
+
+def forecast_line(seconds_per_step: float, precision: str, minutes: float, steps: int, reference_step_s: float) -> str:
+    """One line on what the budget buys on this machine, with a warning when steps are much slower than the reference's."""
+    line = (f"rmpe-train: {seconds_per_step:.2f} s per step here ({precision}); "
+            f"the {minutes:g}-minute budget makes about {steps:,} steps")
+    if reference_step_s and seconds_per_step > 1.25 * reference_step_s:
+        line += (f"; the bundled model trained at {reference_step_s:.2f} s per step, so this machine makes "
+                 f"{seconds_per_step / reference_step_s:.1f}x fewer steps in the same time and the result scores "
+                 "lower AP (docs/training.md, 'Why this architecture')")
+    return line
 
 
 def to_normalised(points: torch.Tensor, to_image: torch.Tensor) -> torch.Tensor:
@@ -260,6 +276,7 @@ class Trainer:
         last_save = time.monotonic()
         start = time.monotonic() - self.elapsed
         bar = tqdm(total=int(self.budget_s), unit="s", desc="training", disable=not self.cfg.progress, initial=int(self.elapsed))
+        run_start, run_first_step, forecast_due = time.monotonic(), self.step, True
         try:
             while self.progress() < 1.0:
                 if self.parallel is None and self.in_phase_two():
@@ -276,6 +293,9 @@ class Trainer:
                 bar.update(int(now - start) - bar.n)
                 self.elapsed = now - start
                 bar.set_postfix(step=self.step, **{k: f"{v:.3f}" for k, v in parts.items()})
+                if forecast_due and now - run_start >= FORECAST_AFTER_S and self.cfg.max_steps == 0:
+                    forecast_due = False
+                    tqdm.write(self.forecast(now - run_start, self.step - run_first_step), file=sys.stderr)
                 if now - last_save > self.cfg.save_minutes * 60:
                     self.save_state(self.cfg.out / "last.pt")
                     last_save = now
@@ -285,6 +305,12 @@ class Trainer:
             bar.close()
         self.save_state(self.cfg.out / "last.pt")
         return losses
+
+    def forecast(self, seconds: float, steps: int) -> str:
+        """The step rate of ``steps`` in ``seconds`` of this run, and the steps the whole budget will make at it."""
+        per_step = seconds / max(1, steps)
+        total = self.step + int((self.budget_s - self.elapsed) / per_step)
+        return forecast_line(per_step, "bf16" if self.bf16 else "fp32", self.cfg.minutes, total, self.cfg.reference_step_s)
 
     def save_state(self, path: Path) -> None:
         """Everything needed to resume: weights, optimiser, step, time used, the parallel SPPE."""
@@ -304,7 +330,7 @@ class Trainer:
 
     def save_model(self, name: str = "model") -> Path:
         """The trained graph as rmpe's checkpoint format, marked trained."""
-        self.graph.config = replace(self.graph.config, trained=True,
+        self.graph.config = replace(self.graph.config, trained=True, train_steps=self.step, train_minutes=round(self.elapsed / 60, 1),
                                     notes=f"trained by rmpe-train for {self.step} steps ({self.elapsed / 60:.1f} min) on {self.cfg.data}")
         path = self.cfg.out / f"{name}.safetensors"
         save_checkpoint(copy.deepcopy(self.graph).cpu().eval(), path)
