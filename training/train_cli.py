@@ -22,6 +22,10 @@ EPILOG = """examples:
   rmpe-train --data data/train --pgpg data/pgpg.npz --out runs/default --minutes 55 --batch 8 --stn-fraction 0.1
   rmpe-train --data data/train --out runs/default --minutes 55 --resume      # continue after a stop
 
+After a minute it prints its step rate and the steps the budget will make; training the bundled
+architecture, it also says how much slower this machine is than the one that made the bundled
+model (fewer steps in the hour score lower AP).
+
 The run folder gets last.pt (resumable state, saved every few minutes) and, at the end,
 model.safetensors + model.json, which `rmpe-export --checkpoint` takes. --bundle also copies
 them over the package's default model (rmpe/models/default.*).
