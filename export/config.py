@@ -41,6 +41,11 @@ class ModelConfig:
     notes: str = ""
 
     @property
+    def train_step_seconds(self) -> float:
+        """Seconds per optimiser step of the recorded training run (0 when unknown)."""
+        return self.train_minutes * 60 / self.train_steps if self.train_steps else 0.0
+
+    @property
     def num_keypoints(self) -> int:
         return len(self.keypoint_names)
 

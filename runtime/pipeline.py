@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
@@ -41,6 +42,15 @@ class RunStats:
     wall: float = 0.0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("decode", "decode_wait", "boxes", "graph", "nms", "write"), 0.0))
+
+    @contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        """Add the seconds the ``with`` block takes to ``seconds[key]``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[key] += time.perf_counter() - t0
 
     def summary(self) -> str:
         """One line: images, people, failures, throughput and where the time went."""
@@ -121,10 +131,9 @@ class Pipeline:
         return self.stats
 
     def _add(self, index: int, item: InputItem, image_id: ImageId, image: np.ndarray) -> None:
-        t0 = time.perf_counter()
-        boxes = clean_boxes(self.box_source(item, image_id, image), *image.shape[:2],
-                            thr=self.box_thr, max_people=self.max_people)
-        self.stats.seconds["boxes"] += time.perf_counter() - t0
+        with self.stats.timed("boxes"):
+            boxes = clean_boxes(self.box_source(item, image_id, image), *image.shape[:2],
+                                thr=self.box_thr, max_people=self.max_people)
         pending_boxes = sum(len(p.boxes) for p in self._pending)
         if self._pending and pending_boxes + len(boxes) > self.batch:
             self._flush()
@@ -139,28 +148,23 @@ class Pipeline:
             return
         images = [p.image for p in pending]
         candidates = self._candidates(images, [p.boxes for p in pending])
-        t0 = time.perf_counter()
-        poses = [select_poses(*c, self.estimator.nms) for c in candidates]
-        self.stats.seconds["nms"] += time.perf_counter() - t0
+        with self.stats.timed("nms"):
+            poses = [select_poses(*c, self.estimator.nms) for c in candidates]
         if self.estimator.refine:
             second = self._candidates(images, [refine_boxes(q, *im.shape[:2]) for q, im in zip(poses, images)])
-            t0 = time.perf_counter()
-            poses = [refine_poses(c, s, self.estimator.nms) for c, s in zip(candidates, second)]
-            self.stats.seconds["nms"] += time.perf_counter() - t0
+            with self.stats.timed("nms"):
+                poses = [refine_poses(c, s, self.estimator.nms) for c, s in zip(candidates, second)]
         for p, image_poses in zip(pending, poses):
-            t0 = time.perf_counter()
-            for sink in self.sinks:
-                sink(p.index, p.item, p.image, image_poses)
-            self.stats.seconds["write"] += time.perf_counter() - t0
+            with self.stats.timed("write"):
+                for sink in self.sinks:
+                    sink(p.index, p.item, p.image, image_poses)
             self.stats.images += 1
             self.stats.people += len(image_poses)
 
     def _candidates(self, images: list[np.ndarray], boxes: list[Boxes]) -> list[Candidates]:
         """Every image's candidate poses, from graph calls of at most ``batch`` boxes (one image may span several)."""
-        t0 = time.perf_counter()
-        candidates = infer_in_batches(self._infer, images, boxes, self.batch, self.estimator.metadata.num_keypoints)
-        self.stats.seconds["graph"] += time.perf_counter() - t0
-        return candidates
+        with self.stats.timed("graph"):
+            return infer_in_batches(self._infer, images, boxes, self.batch, self.estimator.metadata.num_keypoints)
 
     def _infer(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if sum(len(b) for b in boxes):

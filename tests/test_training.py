@@ -13,7 +13,7 @@ from rmpe.export.config import ModelConfig
 from rmpe.training.synth import write_dataset
 from rmpe.training.train import (TrainConfig, Trainer, forecast_line, heatmap_targets, softmax_cross_entropy,
                                  training_device, use_bf16)
-from rmpe.training.train_cli import bundled_step_seconds
+from rmpe.training.train_cli import comparable_bundled
 
 TINY = ModelConfig(name="tiny", stacks=2, channels=32, stn_channels=8, input_size=(64, 64))
 
@@ -115,10 +115,10 @@ def test_forecast_extrapolates_the_rate_and_warns_when_slower_than_the_bundled_r
     assert "fewer" not in forecast_line(0.5, "fp32", 55, 6_600, 0.0)
 
 
-def test_bundled_step_seconds_only_for_the_same_architecture_and_batch() -> None:
+def test_bundled_reference_only_for_the_same_architecture_and_batch() -> None:
     default = ModelConfig()
     bundled = ModelConfig.load(Path(__file__).parents[1] / "rmpe/models/default.json")
-    assert bundled_step_seconds(default, 8) == pytest.approx(bundled.train_minutes * 60 / bundled.train_steps)
-    assert 0.1 < bundled_step_seconds(default, 8) < 0.2
-    assert bundled_step_seconds(replace(default, channels=96), 8) == 0
-    assert bundled_step_seconds(default, 4) == 0
+    assert comparable_bundled(default, 8).train_step_seconds == pytest.approx(bundled.train_minutes * 60 / bundled.train_steps)
+    assert 0.1 < comparable_bundled(default, 8).train_step_seconds < 0.2
+    assert comparable_bundled(replace(default, channels=96), 8) is None
+    assert comparable_bundled(default, 4) is None

@@ -42,15 +42,14 @@ def train_default(name: str) -> object:
 ARCHITECTURE_KEYS = ("stacks", "channels", "depth", "stem", "heatmap", "input_size", "stn", "stn_channels")
 
 
-def bundled_step_seconds(model: ModelConfig, batch: int) -> float:
-    """Seconds per step of the run that made the bundled model, when this run trains its architecture at the
-    default batch (else 0: no comparable reference)."""
+def comparable_bundled(model: ModelConfig, batch: int) -> ModelConfig | None:
+    """The bundled model's config when this run trains its architecture at the default batch and its run is recorded."""
     path = BUNDLED_DIR / f"{BUNDLED_NAME}.json"
     if batch != train_default("batch") or not path.is_file():
-        return 0.0
+        return None
     bundled = ModelConfig.load(path)
     same = all(getattr(bundled, key) == getattr(model, key) for key in ARCHITECTURE_KEYS)
-    return bundled.train_minutes * 60 / bundled.train_steps if same and bundled.train_steps else 0.0
+    return bundled if same and bundled.train_steps else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             model = replace(model, input_size=args.input_size)
         if args.heatmap:
             model = replace(model, heatmap=args.heatmap)
+        bundled = comparable_bundled(model, args.batch)
         cfg = TrainConfig(data=args.data, out=args.out, pgpg=args.pgpg, model=model, batch=args.batch, minutes=args.minutes,
                           max_steps=args.max_steps, lr=args.lr, sigma=args.sigma, stn_fraction=args.stn_fraction, seed=args.seed,
-                          device=args.device, precision=args.precision, reference_step_s=bundled_step_seconds(model, args.batch),
+                          device=args.device, precision=args.precision,
+                          reference_step_s=bundled.train_step_seconds if bundled else 0.0,
                           resume=args.resume, progress=not args.quiet)
         trainer = Trainer(cfg)
     except (OSError, ValueError, KeyError) as exc:
@@ -110,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     tail = sum(losses[-20:]) / max(1, len(losses[-20:]))
     print(f"trained {trainer.step} steps in {(time.monotonic() - start) / 60:.1f} min this run; loss {head:.3f} → {tail:.3f}; wrote {path}")
     if args.bundle:
-        replaced = ModelConfig.load(BUNDLED_DIR / f"{BUNDLED_NAME}.json") if cfg.reference_step_s else None
-        if replaced is not None and trainer.step < replaced.train_steps:
-            print(f"rmpe-train: warning: the bundled model made {replaced.train_steps:,} steps and this one {trainer.step:,}; "
+        if bundled is not None and trainer.step < bundled.train_steps:
+            print(f"rmpe-train: warning: the bundled model made {bundled.train_steps:,} steps and this one {trainer.step:,}; "
                   "replacing it anyway (git checkout rmpe/models restores it)", file=sys.stderr)
         BUNDLED_DIR.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, BUNDLED_DIR / f"{BUNDLED_NAME}.safetensors")
