@@ -69,6 +69,8 @@ class Row:
     images: int
     seconds: float
     stats: dict[str, float]
+    scale: int = 1  # the data set upscaled by this factor (--upscale)
+    shift_px: dict[str, float] | None = None  # keypoint moves against the scale-1 run, in scale-1 pixels
 
     @property
     def images_per_s(self) -> float:
@@ -183,15 +185,73 @@ def run_model(model: Path, data: DataSet, nms: str, batch: int, out: Path, verbo
 
 
 def markdown_table(rows: list[Row]) -> str:
-    """Model, precision, NMS mode, AP columns ("n/a": COCOeval's -1, no such people) and images/s."""
-    lines = ["| model | precision | nms | " + " | ".join(TABLE_STATS) + " | images/s |",
-             "|---|---|---|" + "---:|" * (len(TABLE_STATS) + 1)]
+    """Model, precision, NMS mode, AP columns ("n/a": COCOeval's -1, no such people) and images/s;
+    with several scales, the scale and the keypoint moves against scale 1 too."""
+    scaled = any(row.scale != 1 for row in rows)
+    extra = " scale | keypoint move p50 / p90 / max px |" if scaled else ""
+    lines = ["| model | precision | nms |" + extra + " " + " | ".join(TABLE_STATS) + " | images/s |",
+             "|---|---|---|" + ("---:|---:|" if scaled else "") + "---:|" * (len(TABLE_STATS) + 1)]
     for row in rows:
         model = row.model + ("" if row.trained else " (untrained)")
         precision = row.precision + (" + flip" if row.flip_test else "")
         scores = " | ".join(f"{row.stats[name]:.3f}" if row.stats[name] >= 0 else "n/a" for name in TABLE_STATS)
-        lines.append(f"| {model} | {precision} | {row.nms} | {scores} | {row.images_per_s:.2f} |")
+        moves = ""
+        if scaled:
+            shift = row.shift_px
+            moved = f"{shift['p50']:.2f} / {shift['p90']:.2f} / {shift['max']:.1f}" if shift else "–"
+            moves = f" ×{row.scale} | {moved} |"
+        lines.append(f"| {model} | {precision} | {row.nms} |{moves} {scores} | {row.images_per_s:.2f} |")
     return "\n".join(lines)
+
+
+def upscaled_data_set(data: DataSet, factor: int, folder: Path) -> DataSet:
+    """A copy of ``data`` with images, ground truth and detections ``factor`` times larger (bicubic).
+
+    Pillow's resize keeps pixel centres at (i + 0.5) / factor, so every coordinate scales by
+    ``factor`` exactly in the corner-origin convention the annotations use.
+    """
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    files = []
+    for path in data.files:
+        with Image.open(path) as image:
+            image.resize((image.width * factor, image.height * factor), Image.BICUBIC).save(folder / "images" / path.name)
+        files.append(folder / "images" / path.name)
+    gt = json.loads(data.annotations.read_text())
+    for img in gt["images"]:
+        img["width"], img["height"] = img["width"] * factor, img["height"] * factor
+    for ann in gt["annotations"]:
+        kps = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
+        kps[:, :2] *= factor
+        ann["keypoints"] = kps.ravel().tolist()
+        ann["bbox"] = [v * factor for v in ann["bbox"]]
+        ann["area"] = ann["area"] * factor**2
+    dets = json.loads(data.detections.read_text())
+    for det in dets:
+        det["bbox"] = [v * factor for v in det["bbox"]]
+    annotations, detections = folder / "person_keypoints.json", folder / "detections.json"
+    annotations.write_text(json.dumps(gt))
+    detections.write_text(json.dumps(dets))
+    return DataSet(annotations, detections, files, data.ids, data.num_keypoints)
+
+
+def keypoint_shift(base: list[dict], scaled: list[dict], factor: int) -> dict[str, float] | None:
+    """Median, 90th percentile and largest distance, in scale-1 pixels, between the keypoints of the
+    people found from the same box (image id and box) in a scale-1 and an upscaled run."""
+    by_box = {(r["image_id"], tuple(np.round(r["box"], 1))): r for r in base}
+    moves = []
+    for r in scaled:
+        match = by_box.get((r["image_id"], tuple(np.round(np.asarray(r["box"]) / factor, 1))))
+        if match is not None:
+            a = np.asarray(match["keypoints"]).reshape(-1, 3)[:, :2]
+            b = np.asarray(r["keypoints"]).reshape(-1, 3)[:, :2] / factor
+            moves.append(np.linalg.norm(a - b, axis=1))
+    if not moves:
+        return None
+    flat = np.concatenate(moves)
+    return {"p50": float(np.median(flat)), "p90": float(np.percentile(flat, 90)), "max": float(flat.max()),
+            "people": float(len(moves))}
 
 
 def check_args(args: argparse.Namespace, data: DataSet) -> list[ModelInfo]:
@@ -215,23 +275,29 @@ def check_args(args: argparse.Namespace, data: DataSet) -> list[ModelInfo]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate every model × NMS mode and print the Markdown table (optionally write JSON)."""
+    """Evaluate every model × NMS mode (× scale) and print the Markdown table (optionally write JSON)."""
     try:
         data = read_data_set(args.data, args.limit)
         infos = check_args(args, data)
         rows = []
         with tempfile.TemporaryDirectory(prefix="rmpe-bench-ap-") as tmp:
+            scales = {1: data} | {f: upscaled_data_set(data, f, Path(tmp) / f"x{f}") for f in args.upscale if f != 1}
             for n, info in enumerate(infos):
                 for nms in args.nms:
-                    out = Path(tmp) / f"results-{n}-{nms}.json"
-                    seconds = run_model(Path(info.path), data, nms, args.batch, out, args.verbose, args.refine)
-                    stats = evaluate(out, data.annotations, data.ids, verbose=args.verbose)
-                    if stats["nonfinite"]:
-                        print(f"{PROG}: warning: {info.path} ({nms}): {stats['nonfinite']:.0f} keypoints are "
-                              "NaN or inf; scored as misses", file=sys.stderr)
-                    label = f"{nms} + refine" if args.refine else nms
-                    rows.append(Row(info.path, info.precision, info.flip_test, info.trained, label,
-                                    len(data.ids), seconds, stats))
+                    base: list[dict] = []
+                    for factor, scaled in scales.items():
+                        out = Path(tmp) / f"results-{n}-{nms}-x{factor}.json"
+                        seconds = run_model(Path(info.path), scaled, nms, args.batch, out, args.verbose, args.refine)
+                        stats = evaluate(out, scaled.annotations, scaled.ids, verbose=args.verbose)
+                        if stats["nonfinite"]:
+                            print(f"{PROG}: warning: {info.path} ({nms}, ×{factor}): {stats['nonfinite']:.0f} keypoints "
+                                  "are NaN or inf; scored as misses", file=sys.stderr)
+                        results = json.loads(out.read_text())
+                        base = results if factor == 1 else base
+                        shift = keypoint_shift(base, results, factor) if factor != 1 else None
+                        label = f"{nms} + refine" if args.refine else nms
+                        rows.append(Row(info.path, info.precision, info.flip_test, info.trained, label,
+                                        len(data.ids), seconds, stats, factor, shift))
     except InputError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -245,6 +311,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"{PROG}: error: cannot write {args.out_json}: {exc.strerror}", file=sys.stderr)
             return 2
     return 0
+
+
+def parse_factors(text: str) -> list[int]:
+    """'1,2,4' → [1, 2, 4]: whole upscaling factors, 1 always first (the reference)."""
+    try:
+        factors = sorted({int(v) for v in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole factors such as 1,2,4, got {text!r}") from None
+    if not factors or factors[0] < 1 or factors[-1] > 16:
+        raise argparse.ArgumentTypeError(f"factors must be 1 to 16, got {text!r}")
+    return sorted(set(factors) | {1})
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -262,6 +339,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--refine", action="store_true", help="run rmpe-run with --refine (not with --nms none)")
     parser.add_argument("--limit", type=int, metavar="N", help="evaluate the first N images (by id) only")
     parser.add_argument("--batch", type=int, default=32, help="rmpe-run --batch: most boxes per call (default 32)")
+    parser.add_argument("--upscale", type=parse_factors, default=[1], metavar="F,F,...",
+                        help="also run on copies of the data set upscaled by these factors (images, ground truth and "
+                        "boxes; bicubic), e.g. 1,2,4: AP per scale, and how far each person's keypoints move from "
+                        "the scale-1 run (in scale-1 pixels): a crop that aliases large people moves them")
     parser.add_argument("--out-json", type=Path, metavar="FILE", help="also write the rows (all ten COCO stats) here")
     parser.add_argument("--verbose", action="store_true", help="show pycocotools' output and rmpe-run's summary")
     parser.set_defaults(func=run)

@@ -112,7 +112,7 @@ def model_candidates(model: Path, folder: Path) -> tuple[SetCandidates, dict]:
     with PoseEstimator(model) as estimator:
         for path, image_id in tqdm(list(zip(data.files, data.ids)), desc=folder.name, unit="img", leave=False):
             image = load_image(path)
-            boxes = clean_boxes(detections.lookup(path.name, image_id), *image.shape[:2], thr=estimator.box_thr)
+            boxes = clean_boxes(detections.lookup(path.name, image_id), thr=estimator.box_thr)
             poses, scores = estimator.infer([image], [boxes.xyxy])
             out[image_id] = (boxes.xyxy, boxes.scores, poses, scores)
     return out, json.loads(data.annotations.read_text())

@@ -22,24 +22,45 @@ from rmpe.runtime.keypoints import flip_permutation
 
 
 @dataclass
-class StackedImages:
-    """All images of a call as one tall image, each followed by one black row.
+class ImageBatch:
+    """The images of one call as a pixel table: crops are gathered from it, so only the pixels a
+    crop needs are read and converted (a whole-image cast, transpose or pad would cost as much as
+    the network on a 4K frame)."""
 
-    Sampling every box from this single tensor needs no per-box copy of its image, and the black
-    row between images makes reads past an image's bottom edge come out black, as for a lone image.
-    """
-
-    pixels: torch.Tensor  # (1, 3, B*(H+1), W) float
-    height: torch.Tensor  # H, scalar tensor (dynamic in the exported graph)
+    table: torch.Tensor  # (B*H*W, 3) pixels, uint8 (or float where a backend wants no uint8 ops)
+    height: torch.Tensor  # H of the padded tensor, scalar (dynamic in the exported graph)
     width: torch.Tensor  # W
+    sizes: torch.Tensor  # (B, 2) float (height, width) of each image's own pixels, at most (H, W)
 
 
-def stack_images(images: torch.Tensor) -> StackedImages:
-    """(B, H, W, 3) uint8 → :class:`StackedImages`."""
-    b, h, w = images.shape[0], images.shape[1], images.shape[2]
-    padded = F.pad(images.float(), (0, 0, 0, 0, 0, 1))  # one black row under each image
-    tall = padded.reshape(1, b * (h + 1), w, 3).permute(0, 3, 1, 2)
-    return StackedImages(tall, torch.as_tensor(h), torch.as_tensor(w))
+def image_batch(images: torch.Tensor, sizes: torch.Tensor | None = None, cast_first: bool = False) -> ImageBatch:
+    """(B, H, W, 3) uint8 images (+ their (B, 2) real sizes; default the full tensor) → :class:`ImageBatch`."""
+    h, w = torch.as_tensor(images.shape[1]), torch.as_tensor(images.shape[2])
+    limit = torch.stack([h, w]).to(torch.float32)
+    if sizes is None:
+        sizes = limit.expand(images.shape[0], 2)
+    sizes = torch.minimum(torch.maximum(sizes.to(torch.float32), torch.zeros_like(limit)), limit)
+    table = images.reshape(-1, 3)
+    return ImageBatch(table.float() if cast_first else table, h, w, sizes)
+
+
+def clean_boxes(boxes: torch.Tensor, box_image_index: torch.Tensor, images: ImageBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clip boxes to their image; (clipped boxes, safe image index, valid).
+
+    A row is invalid when its index is outside [0, B), a coordinate is NaN, or the clipped box is
+    under 1 px on a side (for example a box wholly outside its image). Invalid rows get a harmless
+    stand-in box so that no NaN or out-of-range index reaches the sampler; the caller blanks their outputs.
+    """
+    count = images.sizes.shape[0]
+    index = box_image_index.to(torch.int64)
+    in_range = (index >= 0) & (index < count)
+    index = torch.where(in_range, index, torch.zeros_like(index))
+    size = images.sizes.index_select(0, index)  # (N, 2) height, width
+    limit = torch.stack([size[:, 1], size[:, 0], size[:, 1], size[:, 0]], 1)
+    clipped = torch.minimum(torch.maximum(boxes, torch.zeros_like(limit)), limit)
+    valid = in_range & ((clipped[:, 2] - clipped[:, 0]) >= 1) & ((clipped[:, 3] - clipped[:, 1]) >= 1)
+    stand_in = torch.tensor([0.0, 0.0, 1.0, 1.0]).expand_as(clipped)
+    return torch.where(valid.unsqueeze(1), clipped, stand_in), index, valid
 
 
 def crop_transform(boxes: torch.Tensor, aspect: float, enlarge: float) -> torch.Tensor:
@@ -64,38 +85,70 @@ def compose_affine(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     return torch.cat([linear, shift.unsqueeze(2)], 2)
 
 
-def base_grid(height: int, width: int, mirror: bool = False) -> torch.Tensor:
+def base_grid(height: int, width: int) -> torch.Tensor:
     """(height*width, 2) pixel centres of a height×width crop in normalised crop coordinates."""
     ys = (torch.arange(height, dtype=torch.float32) + 0.5) * (2.0 / height) - 1.0
     xs = (torch.arange(width, dtype=torch.float32) + 0.5) * (2.0 / width) - 1.0
-    if mirror:
-        xs = xs.flip(0)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([gx, gy], -1).reshape(-1, 2)
 
 
-def sample_crops(
-    images: StackedImages, box_image_index: torch.Tensor, to_image: torch.Tensor, grid: torch.Tensor, size: tuple[int, int]
-) -> torch.Tensor:
-    """Bilinearly sample (N, 3, h, w) crops: crop point g ↦ image pixel ``to_image``·(g, 1).
+def footprint_taps(to_image: torch.Tensor, size: tuple[int, int], taps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and y offsets (N, taps²) in image pixels of each crop pixel's samples: a taps×taps
+    stratified grid over the pixel's footprint, at least one image pixel wide.
 
-    One GridSample over the stacked images; the grid is a constant base grid times the per-box
-    affine (a MatMul), not an AffineGrid op.
+    Averaging point samples over a footprint one image pixel wide is bilinear interpolation (to 1/taps
+    of a pixel), so a person no larger than the crop is sampled as by a bilinear crop; a larger person
+    is box-filtered over each crop pixel's footprint instead of aliasing (keypoints of a 4× upscaled
+    photo moved by up to 136 px with a plain bilinear crop).
     """
-    n = to_image.shape[0]
-    pixels = grid.unsqueeze(0) @ to_image[:, :, :2].transpose(1, 2) + to_image[:, :, 2].unsqueeze(1)
-    h_img = images.height.to(pixels.dtype)
-    w_img = images.width.to(pixels.dtype)
-    x = pixels[..., 0]
-    y = torch.minimum(torch.maximum(pixels[..., 1], torch.full_like(h_img, -0.5)), h_img + 0.5)
-    y = y + box_image_index.to(pixels.dtype).unsqueeze(1) * (h_img + 1)
-    total_h = images.pixels.shape[2]
-    norm = torch.stack([x * (2.0 / w_img) - 1.0, y * (2.0 / total_h) - 1.0], -1)
-    norm = norm.reshape(1, n * size[0], size[1], 2)
-    out = F.grid_sample(images.pixels, norm, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.reshape(3, n, size[0], size[1]).transpose(0, 1)
+    h, w = size
+    step = to_image[:, :, :2] * torch.tensor([2.0 / w, 2.0 / h])  # (N, 2, 2): columns are px per crop pixel
+    length = step.norm(dim=1, keepdim=True)  # (N, 1, 2)
+    widen = torch.maximum(length, torch.ones_like(length)) / torch.maximum(length, torch.full_like(length, 1e-6))
+    position = (torch.arange(taps, dtype=torch.float32) + 0.5) / taps - 0.5
+    gy, gx = torch.meshgrid(position, position, indexing="ij")
+    unit = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)  # (taps², 2) in crop pixels
+    offsets = (unit.unsqueeze(0) * widen) @ step.transpose(1, 2)  # (N, taps², 2)
+    return offsets[:, :, 0], offsets[:, :, 1]
 
 
+def gather_average(images: ImageBatch, image_index: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean over axis 1 of the pixels under image points x, y (N, T, P) (nearest) → (N, 3, P) float.
+
+    Pixels outside an image's own size count as black (0), as past the edge of a lone image: the
+    mean of the taps (read clamped to the image's edge) is scaled by the share of taps inside, which is exact
+    except in the band of crop pixels that straddle the edge. Masking each tap and channel instead
+    costs a third of the whole crop in ONNX Runtime (a broadcast over 3 channels innermost).
+    """
+    t, p = x.shape[1], x.shape[2]
+    x, y = torch.floor(x), torch.floor(y)
+    size = images.sizes.index_select(0, image_index).view(-1, 1, 1, 2)
+    inside = ((x >= 0) & (x < size[..., 1]) & (y >= 0) & (y < size[..., 0])).to(x.dtype).mean(1)  # (N, P)
+    last = torch.maximum(size - 1, torch.zeros_like(size))  # read the image's own edge, never the padding
+    col = torch.minimum(torch.maximum(x, torch.zeros_like(x)), last[..., 1]).to(torch.int64)
+    row = torch.minimum(torch.maximum(y, torch.zeros_like(y)), last[..., 0]).to(torch.int64)
+    first = image_index.view(-1, 1, 1) * images.height  # the image's first row among all images' rows
+    pixel = (first + row) * images.width + col  # (N, T, P)
+    values = images.table.index_select(0, pixel.reshape(-1)).reshape(-1, t, p, 3).to(x.dtype)
+    return (values.mean(1) * inside.unsqueeze(2)).transpose(1, 2)
+
+
+def sample_crops(images: ImageBatch, image_index: torch.Tensor, to_image: torch.Tensor, grid: torch.Tensor,
+                 size: tuple[int, int], taps: int) -> torch.Tensor:
+    """(N, 3, h, w) crops: crop point g ↦ image pixel ``to_image``·(g, 1), anti-aliased by :func:`footprint_taps`.
+
+    The grid is a constant base grid times the per-box affine (a MatMul), not an AffineGrid op, and
+    the pixels are gathered from the images' pixel table, not read by a GridSample over whole images.
+    """
+    centres = grid.unsqueeze(0) @ to_image[:, :, :2].transpose(1, 2) + to_image[:, :, 2].unsqueeze(1)  # (N, P, 2)
+    dx, dy = footprint_taps(to_image, size, taps)
+    x = centres[:, :, 0].unsqueeze(1) + dx.unsqueeze(2)  # (N, T, P)
+    y = centres[:, :, 1].unsqueeze(1) + dy.unsqueeze(2)
+    return gather_average(images, image_index, x, y).reshape(-1, 3, size[0], size[1])
+
+
+CROP_TAPS = 4  # samples per crop pixel per axis where a person is larger than the crop (footprint_taps)
 HEATMAP_KINDS = ("gaussian", "softmax")  # unit-peak Gaussians regressed by MSE, or logits under a spatial softmax
 LOG_FLOOR = 1e-3  # heatmap values below this share of the peak count as this share (keeps the log finite)
 
@@ -109,7 +162,7 @@ def decode_heatmaps(heatmaps: torch.Tensor, score_map: torch.Tensor | None = Non
     The score is the peak value, or ``score_map``'s value at the peak when one is given.
     """
     n, k, h, w = heatmaps.shape
-    flat = heatmaps.reshape(n, k, h * w)
+    flat = heatmaps.reshape(-1, k, h * w)  # -1 for N: an ONNX Reshape cannot infer any other dimension of an empty tensor
     score, index = flat.max(dim=2, keepdim=True)
     position = index.to(heatmaps.dtype)
     y = torch.floor(position / w)  # float arithmetic: exact at heatmap sizes, no integer-division ops
@@ -132,7 +185,7 @@ def decode_heatmaps(heatmaps: torch.Tensor, score_map: torch.Tensor | None = Non
     shift_y = vertex(log_at(0, -1), centre, log_at(0, 1), (y > 0) & (y < h - 1))
     xy = torch.cat([x + 0.5 + shift_x, y + 0.5 + shift_y], 2)
     if score_map is not None:
-        score = score_map.reshape(n, k, h * w).gather(2, index)
+        score = score_map.reshape(-1, k, h * w).gather(2, index)
     return xy, score[:, :, 0]
 
 
@@ -163,7 +216,7 @@ def blur_coverage(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def spatial_softmax(logits: torch.Tensor) -> torch.Tensor:
     """(N, K, h, w) logits → per-keypoint probability maps over the h·w cells."""
     n, k, h, w = logits.shape
-    return torch.softmax(logits.reshape(n, k, h * w), dim=2).reshape(n, k, h, w)
+    return torch.softmax(logits.reshape(-1, k, h * w), dim=2).reshape(-1, k, h, w)
 
 
 def neighbourhood_mass(probabilities: torch.Tensor) -> torch.Tensor:
@@ -174,10 +227,13 @@ def neighbourhood_mass(probabilities: torch.Tensor) -> torch.Tensor:
 class PoseGraph(nn.Module):
     """STN + stacked hourglass wrapped with crop, decode and SDTN (see the module docstring)."""
 
-    def __init__(self, config: ModelConfig, flip_test: bool = False) -> None:
+    def __init__(self, config: ModelConfig, flip_test: bool = False, crop_taps: int = CROP_TAPS,
+                 cast_first: bool = False) -> None:
         super().__init__()
         self.config = config
         self.flip_test = flip_test
+        self.crop_taps = crop_taps  # samples per crop pixel per axis for large people (footprint_taps)
+        self.cast_first = cast_first  # cast the whole image to float before gathering (for TensorRT, which has no uint8 Gather)
         h, w = config.input_size
         if config.heatmap not in HEATMAP_KINDS:
             raise ValueError(f"unknown heatmap kind {config.heatmap!r}; choose from {', '.join(HEATMAP_KINDS)}")
@@ -188,7 +244,6 @@ class PoseGraph(nn.Module):
         self.loc = Localisation(config.stn_channels) if config.stn else None
         self.loc_size = (max(1, round(h * config.stn_input_scale)), max(1, round(w * config.stn_input_scale)))
         self.register_buffer("grid", base_grid(h, w), persistent=False)
-        self.register_buffer("grid_mirror", base_grid(h, w, mirror=True), persistent=False)
         self.register_buffer("loc_grid", base_grid(*self.loc_size), persistent=False)
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1) / config.pixel_scale, persistent=False)
         self.register_buffer("inv_std", config.pixel_scale / torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
@@ -199,17 +254,18 @@ class PoseGraph(nn.Module):
         self.register_buffer("blur", kernel, persistent=False)
         self.register_buffer("blur_coverage", coverage, persistent=False)
         self.register_buffer("reverse_w", torch.arange(w // self.sppe.stride - 1, -1, -1), persistent=False)
+        self.register_buffer("reverse_crop_w", torch.arange(w - 1, -1, -1), persistent=False)
 
     def normalise(self, crops: torch.Tensor) -> torch.Tensor:
         """Raw 0..255 pixels → network input, per the config's scale, mean and std."""
         return (crops - self.mean) * self.inv_std
 
-    def predict_theta(self, images: StackedImages, box_image_index: torch.Tensor, to_image: torch.Tensor) -> torch.Tensor:
+    def predict_theta(self, images: ImageBatch, box_image_index: torch.Tensor, to_image: torch.Tensor) -> torch.Tensor:
         """The STN's θ per box (identity when the model has no STN)."""
         if self.loc is None:
             eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=to_image.device)
             return eye.expand(to_image.shape[0], 2, 3)
-        crops = self.normalise(sample_crops(images, box_image_index, to_image, self.loc_grid, self.loc_size))
+        crops = self.normalise(sample_crops(images, box_image_index, to_image, self.loc_grid, self.loc_size, self.crop_taps))
         return self.run_sub(self.loc, crops)
 
     def run_sub(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
@@ -218,13 +274,13 @@ class PoseGraph(nn.Module):
         out = module(x.to(dtype))
         return [o.float() for o in out] if isinstance(out, list) else out.float()
 
-    def sppe_inputs(self, images: StackedImages, box_image_index: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sppe_inputs(self, images: ImageBatch, box_image_index: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crop transform, θ and the STN-warped SPPE input for each box."""
         h, w = self.config.input_size
         to_crop = crop_transform(boxes, w / h, self.config.box_enlarge)
         theta = self.predict_theta(images, box_image_index, to_crop)
         warped = compose_affine(to_crop, theta)
-        crops = self.normalise(sample_crops(images, box_image_index, warped, self.grid, (h, w)))
+        crops = self.normalise(sample_crops(images, box_image_index, warped, self.grid, (h, w), self.crop_taps))
         return to_crop, theta, crops
 
     @property
@@ -237,13 +293,12 @@ class PoseGraph(nn.Module):
         heatmaps = self.run_sub(self.sppe, crops)[-1]
         return spatial_softmax(heatmaps) if self.softmax else heatmaps
 
-    def heatmaps_with_flip(self, images: StackedImages, box_image_index: torch.Tensor, warped: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
+    def heatmaps_with_flip(self, crops: torch.Tensor) -> torch.Tensor:
         """Last-stack heatmaps, averaged with the mirrored crop's when flip test is on."""
         heatmaps = self.last_heatmaps(crops)
         if not self.flip_test:
             return heatmaps
-        mirrored = self.normalise(sample_crops(images, box_image_index, warped, self.grid_mirror, self.config.input_size))
-        flipped = self.last_heatmaps(mirrored)
+        flipped = self.last_heatmaps(crops.index_select(3, self.reverse_crop_w))
         flipped = flipped.index_select(3, self.reverse_w).index_select(1, self.flip_perm)
         return (heatmaps + flipped) * 0.5
 
@@ -260,17 +315,23 @@ class PoseGraph(nn.Module):
         if self.blur is None:
             return decode_heatmaps(heatmaps)
         cells, _ = decode_heatmaps(blur_heatmaps(heatmaps, self.blur, self.blur_coverage))
-        return cells, heatmaps.flatten(2).amax(dim=2)
+        return cells, heatmaps.amax(dim=(2, 3))
 
-    def forward(self, images: torch.Tensor, boxes: torch.Tensor, box_image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (B,H,W,3) uint8, boxes (N,4) xyxy, box_image_index (N,) → keypoints (N,K,2), scores (N,K)."""
-        stacked = stack_images(images)
-        h, w = self.config.input_size
-        to_crop, theta, crops = self.sppe_inputs(stacked, box_image_index, boxes)
-        heatmaps = self.heatmaps_with_flip(stacked, box_image_index, compose_affine(to_crop, theta), crops)
+    def forward(self, images: torch.Tensor, image_sizes: torch.Tensor, boxes: torch.Tensor,
+                box_image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B,H,W,3) uint8, image_sizes (B,2) (height, width), boxes (N,4) xyxy, box_image_index (N,)
+        → keypoints (N,K,2) image pixels, scores (N,K); rows of invalid boxes (see :func:`clean_boxes`)
+        come out as NaN keypoints with score 0."""
+        batch = image_batch(images, image_sizes, self.cast_first)
+        boxes, index, valid = clean_boxes(boxes, box_image_index, batch)
+        to_crop, theta, crops = self.sppe_inputs(batch, index, boxes)
+        heatmaps = self.heatmaps_with_flip(crops)
         cells, scores = self.decode(heatmaps)
         hm_h, hm_w = heatmaps.shape[2], heatmaps.shape[3]
         scale = torch.tensor([2.0 / hm_w, 2.0 / hm_h], device=cells.device)
         in_stn_output = cells * scale - 1.0
         keypoints = apply_affine(to_crop, sdtn_points(theta, in_stn_output))
+        keep = valid.view(-1, 1, 1)
+        keypoints = torch.where(keep, keypoints, torch.full_like(keypoints, float("nan")))
+        scores = torch.where(keep[:, :, 0], scores, torch.zeros_like(scores))
         return keypoints, scores

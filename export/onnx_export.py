@@ -8,7 +8,7 @@ image count, image size and box count.
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import onnx
@@ -21,22 +21,27 @@ from rmpe.export.graph import PoseGraph
 from rmpe.runtime.metadata import (
     INPUT_BOX_IMAGE_INDEX,
     INPUT_BOXES,
+    INPUT_IMAGE_SIZES,
     INPUT_IMAGES,
     OUTPUT_KEYPOINTS,
     OUTPUT_SCORES,
     ModelMetadata,
 )
+from rmpe.runtime.pose_nms import AlphaPoseParams, RMPEParams
+
+DEFAULT_NMS = "rmpe"  # rmpe-run's default pose NMS mode
 
 DEFAULT_OPSET = 17
 FORBIDDEN_OPS = {"AffineGrid"}  # TensorRT's ONNX parser has none
 
 
-def example_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Two images of different content and several boxes, to trace every branch of the graph."""
+def example_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two images of different sizes and several boxes, to trace every branch of the graph."""
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, 96, 128, 3), dtype=torch.uint8, generator=gen)
+    sizes = torch.tensor([[96, 128], [80, 100]], dtype=torch.int32)
     boxes = torch.tensor([[8.0, 6.0, 60.0, 90.0], [40.0, 10.0, 120.0, 80.0], [0.0, 0.0, 128.0, 96.0]])
-    return images, boxes, torch.tensor([0, 1, 1], dtype=torch.int32)
+    return images, sizes, boxes, torch.tensor([0, 1, 1], dtype=torch.int32)
 
 
 DECODES = {"gaussian": "argmax+log_parabola", "softmax": "softmax+argmax+log_parabola"}  # metadata `decode` per heatmap kind
@@ -68,6 +73,8 @@ def metadata_for(graph: PoseGraph, precision: str, sha256: str, max_boxes: int, 
         rmpe_version=rmpe.__version__,
         checkpoint_sha256=sha256,
         model_name=name,
+        crop={"taps": graph.crop_taps, "cast_first": graph.cast_first},
+        pose_nms={"default": DEFAULT_NMS, "modes": {"rmpe": asdict(RMPEParams()), "alphapose": asdict(AlphaPoseParams())}},
         extra={"architecture": {"stacks": cfg.stacks, "channels": cfg.channels, "depth": cfg.depth, "stn": cfg.stn},
                "notes": cfg.notes},
     )
@@ -103,6 +110,7 @@ def export_onnx(graph: PoseGraph, path: Path, metadata: ModelMetadata, opset: in
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamic = {
         INPUT_IMAGES: {0: "batch", 1: "height", 2: "width"},
+        INPUT_IMAGE_SIZES: {0: "batch"},
         INPUT_BOXES: {0: "boxes"},
         INPUT_BOX_IMAGE_INDEX: {0: "boxes"},
         OUTPUT_KEYPOINTS: {0: "boxes"},
@@ -112,10 +120,11 @@ def export_onnx(graph: PoseGraph, path: Path, metadata: ModelMetadata, opset: in
         warnings.simplefilter("ignore")
         torch.onnx.export(
             graph.eval(), example_inputs(), str(path), dynamo=False, opset_version=opset,
-            input_names=[INPUT_IMAGES, INPUT_BOXES, INPUT_BOX_IMAGE_INDEX],
+            input_names=[INPUT_IMAGES, INPUT_IMAGE_SIZES, INPUT_BOXES, INPUT_BOX_IMAGE_INDEX],
             output_names=[OUTPUT_KEYPOINTS, OUTPUT_SCORES], dynamic_axes=dynamic,
         )
     model = onnx.load(str(path))
+    fix_output_shapes(model, metadata.num_keypoints)
     model.graph.name = metadata.model_name
     model.producer_name, model.producer_version = "rmpe", rmpe.__version__
     for key, value in metadata.to_props().items():
@@ -128,8 +137,22 @@ def export_onnx(graph: PoseGraph, path: Path, metadata: ModelMetadata, opset: in
     return model
 
 
+def fix_output_shapes(model: onnx.ModelProto, num_keypoints: int) -> None:
+    """Declare the outputs as [boxes, K, 2] and [boxes, K]: the tracer leaves K a symbolic name."""
+    fixed = {OUTPUT_KEYPOINTS: ["boxes", num_keypoints, 2], OUTPUT_SCORES: ["boxes", num_keypoints]}
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        del dims[:]
+        for value in fixed[output.name]:
+            dim = dims.add()
+            if isinstance(value, int):
+                dim.dim_value = value
+            else:
+                dim.dim_param = value
+
+
 def fp16_copy(graph: PoseGraph) -> PoseGraph:
     """A separate fp16 graph, leaving ``graph`` in fp32 as the parity reference."""
-    twin = PoseGraph(replace(graph.config), flip_test=graph.flip_test)
+    twin = PoseGraph(replace(graph.config), flip_test=graph.flip_test, crop_taps=graph.crop_taps, cast_first=graph.cast_first)
     twin.load_state_dict(graph.state_dict())
     return to_fp16(twin.eval())

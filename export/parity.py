@@ -14,9 +14,15 @@ import onnxruntime as ort
 import torch
 
 from rmpe.export.graph import PoseGraph
-from rmpe.runtime.metadata import INPUT_BOX_IMAGE_INDEX, INPUT_BOXES, INPUT_IMAGES
+from rmpe.runtime.metadata import INPUT_BOX_IMAGE_INDEX, INPUT_BOXES, INPUT_IMAGE_SIZES, INPUT_IMAGES
 
-FP32_TOLERANCE_PX = 0.05
+INPUT_NAMES = (INPUT_IMAGES, INPUT_IMAGE_SIZES, INPUT_BOXES, INPUT_BOX_IMAGE_INDEX)
+
+# The crop is a step function of its sample points (footprint_taps reads the pixel under each), so the
+# ~1e-6 px by which ONNX Runtime's and PyTorch's arithmetic differ now and then moves a sample across
+# a pixel edge: that moved keypoints by up to 0.13 px (99th percentile 0.07) on eight input seeds.
+# An export defect moves them by whole heatmap cells.
+FP32_TOLERANCE_PX = 0.25
 FP32_MAX_FRACTION = 0.01
 
 
@@ -52,12 +58,13 @@ def realistic_inputs(seed: int = 0) -> dict[str, np.ndarray]:
             x1, y1 = rng.uniform(-0.1 * w, w - 0.5 * bw), rng.uniform(-0.1 * h, h - 0.5 * bh)
             boxes.append([x1, y1, x1 + bw, y1 + bh])
             index.append(i)
-    return {INPUT_IMAGES: images, INPUT_BOXES: np.asarray(boxes, np.float32), INPUT_BOX_IMAGE_INDEX: np.asarray(index, np.int32)}
+    return {INPUT_IMAGES: images, INPUT_IMAGE_SIZES: np.asarray(sizes, np.int32),
+            INPUT_BOXES: np.asarray(boxes, np.float32), INPUT_BOX_IMAGE_INDEX: np.asarray(index, np.int32)}
 
 
 def run_torch(graph: PoseGraph, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
-        k, s = graph(*(torch.from_numpy(inputs[n]) for n in (INPUT_IMAGES, INPUT_BOXES, INPUT_BOX_IMAGE_INDEX)))
+        k, s = graph(*(torch.from_numpy(inputs[n]) for n in INPUT_NAMES))
     return k.numpy(), s.numpy()
 
 

@@ -1,4 +1,4 @@
-"""Person boxes from detection files, image ids, and box clean-up (clip, threshold, top-k).
+"""Person boxes from detection files, image ids, and box clean-up (non-finite, threshold, top-k).
 
 Two detection-file forms are read, both JSON lists with ``bbox`` = ``[x, y, w, h]`` and ``score``:
 COCO detection results (``image_id`` an integer) and AlphaPose's ``--detfile`` (``image_id`` the
@@ -8,7 +8,7 @@ image's file name). Entries with a ``category_id`` other than 1 (person) are ign
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,21 +41,25 @@ def whole_image(height: int, width: int) -> Boxes:
     return Boxes(np.array([[0, 0, width, height]], np.float32), np.ones(1, np.float32))
 
 
-def clean_boxes(boxes: Boxes, height: int, width: int, thr: float = 0.0, max_people: int = 0) -> Boxes:
-    """Clip to the image, drop boxes under 1 px or below ``thr``, keep the ``max_people`` best."""
-    xyxy = boxes.xyxy.astype(np.float32, copy=True)
-    np.clip(xyxy[:, 0::2], 0, width, out=xyxy[:, 0::2])
-    np.clip(xyxy[:, 1::2], 0, height, out=xyxy[:, 1::2])
-    keep = ((xyxy[:, 2] - xyxy[:, 0]) >= 1) & ((xyxy[:, 3] - xyxy[:, 1]) >= 1) & (boxes.scores >= thr)
-    xyxy, scores = xyxy[keep], boxes.scores[keep].astype(np.float32)
+def clean_boxes(boxes: Boxes, thr: float = 0.0, max_people: int = 0) -> Boxes:
+    """Drop boxes with a non-finite value or scoring below ``thr``; sort by score; keep the ``max_people`` best.
+
+    Clipping to the image and the minimum box size are the graph's (docs/onnx-contract.md), so that
+    every host gets the same poses from the same boxes; what stays here cannot live in the graph,
+    which returns one row per box.
+    """
+    xyxy = boxes.xyxy.astype(np.float32, copy=False)
+    scores = boxes.scores.astype(np.float32, copy=False)
+    keep = np.isfinite(xyxy).all(axis=1) & np.isfinite(scores) & (scores >= thr)
+    xyxy, scores = xyxy[keep], scores[keep]
     order = np.argsort(-scores, kind="stable")
     if max_people > 0:
         order = order[:max_people]
     return Boxes(xyxy[order], scores[order])
 
 
-def pose_boxes(keypoints: np.ndarray, box_scores: np.ndarray, height: int, width: int) -> Boxes:
-    """Each pose's keypoint extent (M, K, 2 → M boxes; NaN keypoints ignored) as a box, clipped to the image.
+def pose_boxes(keypoints: np.ndarray, box_scores: np.ndarray) -> Boxes:
+    """Each pose's keypoint extent (M, K, 2 → M boxes; NaN keypoints ignored) as a box, best box score first.
 
     The boxes of ``rmpe-run --refine``'s second pass: fitted to a whole pose, they are centred on the
     person where a detector's box may cut off raised arms or feet. The graph enlarges every box
@@ -65,7 +69,7 @@ def pose_boxes(keypoints: np.ndarray, box_scores: np.ndarray, height: int, width
     finite = np.isfinite(keypoints).all(axis=2).any(axis=1)
     kept = keypoints[finite]
     xyxy = np.concatenate([np.nanmin(kept, axis=1), np.nanmax(kept, axis=1)], axis=1) if len(kept) else np.zeros((0, 4))
-    return clean_boxes(Boxes(xyxy.astype(np.float32), np.asarray(box_scores, np.float32)[finite]), height, width)
+    return clean_boxes(Boxes(xyxy.astype(np.float32), np.asarray(box_scores, np.float32)[finite]))
 
 
 def join_boxes(first: Boxes, second: Boxes) -> Boxes:
@@ -94,22 +98,29 @@ def read_annotation_ids(path: Path) -> dict[str, int]:
 
 
 def image_ids(names: list[str], annotations: dict[str, int] | None = None) -> list[ImageId]:
-    """The id written for each image: from the annotations, else the numeric stem, else the name.
+    """The id written for each image, decided from the names alone, before any image is decoded.
 
-    Ids are integers only if every image gets one; otherwise every image is named by its file name
-    so that the results never mix both kinds.
+    An image's id is its id in ``annotations`` (looked up by base name) or, without annotations,
+    its file stem read as an integer when the stem is all digits (``000000000139.jpg`` → 139).
+    Every other image, and every image whose integer id another input shares, is named by its
+    file name. Each image's results take their id as soon as it is done, so ids cannot wait for
+    every decode; deciding each id by the image's own name keeps a file that later fails to
+    decode (a stray ``notes.jpg``) from changing the ids of the others, at the price that a
+    folder mixing numeric and other names gets both kinds of id.
     """
-    ids: list[ImageId | None] = []
-    for name in names:
-        base = Path(name).name
-        if annotations is not None:
-            ids.append(annotations.get(base))
-        else:
-            stem = Path(base).stem
-            ids.append(int(stem) if stem.isdigit() else None)
-    if all(i is not None for i in ids) and len(set(ids)) == len(ids):
-        return ids  # type: ignore[return-value]
-    return list(names)
+    numbers = [_integer_id(name, annotations) for name in names]
+    counts = Counter(numbers)
+    return [number if number is not None and counts[number] == 1 else name
+            for name, number in zip(names, numbers)]
+
+
+def _integer_id(name: str, annotations: dict[str, int] | None) -> int | None:
+    """The integer id one image's name gives: its annotation id or its numeric stem (None: none)."""
+    base = Path(name).name
+    if annotations is not None:
+        return annotations.get(base)
+    stem = Path(base).stem
+    return int(stem) if stem.isascii() and stem.isdigit() else None
 
 
 class DetectionFile:
@@ -139,10 +150,7 @@ class DetectionFile:
     def lookup(self, name: str, image_id: ImageId) -> Boxes:
         """Boxes for an image, matched by integer id, by file name, or by file stem."""
         base = Path(name).name
-        candidates = [image_id, name, base, self.by_stem.get(Path(base).stem)]
-        stem = Path(base).stem
-        if stem.isdigit():
-            candidates.append(int(stem))
+        candidates = [image_id, name, base, self.by_stem.get(Path(base).stem), _integer_id(base, None)]
         for key in candidates:
             if key is not None and key in self.by_id:
                 rows = self.by_id[key]

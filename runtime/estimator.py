@@ -15,8 +15,8 @@ import numpy as np
 
 from .backends import Backend, BackendError, BackendOptions, open_backend
 from .boxes import Boxes, clean_boxes, join_boxes, pose_boxes, whole_image
-from .metadata import (INPUT_BOX_IMAGE_INDEX, INPUT_BOXES, INPUT_IMAGES, OUTPUT_KEYPOINTS, OUTPUT_SCORES,
-                       ModelMetadata)
+from .metadata import (INPUT_BOX_IMAGE_INDEX, INPUT_BOXES, INPUT_IMAGE_SIZES, INPUT_IMAGES, OUTPUT_KEYPOINTS,
+                       OUTPUT_SCORES, ModelMetadata)
 from .pose_nms import PoseNMSResult, RMPEParams, person_scores, pose_nms
 
 NMS_MODES = ("rmpe", "alphapose", "none")
@@ -87,7 +87,11 @@ Infer = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], tuple[np.ndarray,
 
 def infer_in_batches(infer: Infer, images: Sequence[np.ndarray], boxes: Sequence[Boxes], batch: int,
                      num_keypoints: int) -> list[Candidates]:
-    """Every image's candidates from ``infer`` calls of at most ``batch`` boxes (one image may span several)."""
+    """Every image's candidates from ``infer`` calls of at most ``batch`` boxes (one image may span several).
+
+    Rows the graph marks invalid (every keypoint NaN: a box under 1 px once clipped to its image)
+    are not candidates.
+    """
     owner = np.repeat(np.arange(len(images)), [len(b) for b in boxes])
     flat = np.concatenate([b.xyxy for b in boxes])
     parts = []
@@ -98,12 +102,20 @@ def infer_in_batches(infer: Infer, images: Sequence[np.ndarray], boxes: Sequence
     keypoints = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, num_keypoints, 2), np.float32)
     scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, num_keypoints), np.float32)
     ends = np.cumsum([len(b) for b in boxes])
-    return [(keypoints[a:b], scores[a:b], bx) for a, b, bx in zip([0, *ends[:-1]], ends, boxes)]
+    return [_valid_rows(keypoints[a:b], scores[a:b], bx) for a, b, bx in zip([0, *ends[:-1]], ends, boxes)]
 
 
-def refine_boxes(first: Poses, height: int, width: int) -> Boxes:
+def _valid_rows(keypoints: np.ndarray, scores: np.ndarray, boxes: Boxes) -> Candidates:
+    """One image's graph rows without the invalid ones (all keypoints NaN)."""
+    valid = np.isfinite(keypoints).any(axis=(1, 2))
+    if valid.all():
+        return keypoints, scores, boxes
+    return keypoints[valid], scores[valid], Boxes(boxes.xyxy[valid], boxes.scores[valid])
+
+
+def refine_boxes(first: Poses) -> Boxes:
     """Second-pass boxes: one fitted to each first-pass person's keypoints, with its box score."""
-    return pose_boxes(first.keypoints, first.box_scores, height, width)
+    return pose_boxes(first.keypoints, first.box_scores)
 
 
 def refine_poses(first: Candidates, second: Candidates, mode: str) -> Poses:
@@ -131,6 +143,25 @@ def pad_images(images: Sequence[np.ndarray]) -> np.ndarray:
     for i, im in enumerate(images):
         batch[i, :im.shape[0], :im.shape[1]] = im
     return batch
+
+
+def check_feeds(feeds: dict[str, np.ndarray]) -> None:
+    """Refuse graph inputs the contract leaves undefined for a caller of ours: shapes that do not fit,
+    sizes larger than the image tensor, or a ``box_image_index`` outside [0, B) (the graph would
+    return NaN rows for those boxes rather than fail); raises ``ValueError`` naming the problem."""
+    images, sizes = feeds[INPUT_IMAGES], feeds[INPUT_IMAGE_SIZES]
+    boxes, index = feeds[INPUT_BOXES], feeds[INPUT_BOX_IMAGE_INDEX]
+    if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 [B, H, W, 3], got {images.dtype} {list(images.shape)}")
+    if sizes.shape != (images.shape[0], 2) or (sizes < 0).any() or (sizes > images.shape[1:3]).any():
+        raise ValueError(f"image_sizes must be [B, 2] (height, width) within the image tensor's {list(images.shape[1:3])}, "
+                         f"got {sizes.tolist() if sizes.size <= 8 else list(sizes.shape)}")
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or index.shape != (boxes.shape[0],):
+        raise ValueError(f"boxes must be [N, 4] with box_image_index [N], got {list(boxes.shape)} and {list(index.shape)}")
+    bad = (index < 0) | (index >= images.shape[0])
+    if bad.any():
+        raise ValueError(f"box_image_index {int(index[bad][0])} is outside [0, {images.shape[0]}) "
+                         f"({int(bad.sum())} of {len(index)} boxes)")
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -181,8 +212,11 @@ class PoseEstimator:
     def _check_io(self) -> None:
         inputs = {t.name for t in self.backend.inputs}
         outputs = {t.name for t in self.backend.outputs}
-        need_in = {INPUT_IMAGES, INPUT_BOXES, INPUT_BOX_IMAGE_INDEX}
+        need_in = {INPUT_IMAGES, INPUT_IMAGE_SIZES, INPUT_BOXES, INPUT_BOX_IMAGE_INDEX}
         need_out = {OUTPUT_KEYPOINTS, OUTPUT_SCORES}
+        if need_in - {INPUT_IMAGE_SIZES} <= inputs and INPUT_IMAGE_SIZES not in inputs and need_out <= outputs:
+            raise BackendError(f"{self.path.name}: exported by an older rmpe-export (no {INPUT_IMAGE_SIZES} input); "
+                               "export it again")
         if not need_in <= inputs or not need_out <= outputs:
             raise BackendError(
                 f"{self.path.name}: not an rmpe pose model (inputs {sorted(inputs)}, outputs {sorted(outputs)}; "
@@ -213,11 +247,16 @@ class PoseEstimator:
         k = self.metadata.num_keypoints
         if sum(counts) == 0:
             return np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32)
-        feeds = {
+        return self.run_graph({
             INPUT_IMAGES: pad_images(images),
+            INPUT_IMAGE_SIZES: np.array([im.shape[:2] for im in images], np.int32),
             INPUT_BOXES: np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]),
             INPUT_BOX_IMAGE_INDEX: np.repeat(np.arange(len(images), dtype=np.int32), counts),
-        }
+        })
+
+    def run_graph(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The raw graph call of docs/onnx-contract.md, after :func:`check_feeds`: keypoints and scores."""
+        check_feeds(feeds)
         out = self.backend.run(feeds)
         return np.asarray(out[OUTPUT_KEYPOINTS], np.float32), np.asarray(out[OUTPUT_SCORES], np.float32)
 
@@ -237,15 +276,14 @@ class PoseEstimator:
             xyxy = np.asarray(boxes, np.float32).reshape(-1, 4)
             scores = np.ones(len(xyxy), np.float32) if box_scores is None else np.asarray(box_scores, np.float32)
             found = Boxes(xyxy, scores)
-        found = clean_boxes(found, *image.shape[:2], thr=self.box_thr if boxes is None else 0.0,
-                            max_people=self.max_people)
+        found = clean_boxes(found, thr=self.box_thr if boxes is None else 0.0, max_people=self.max_people)
         if len(found) == 0:
             return Poses.empty(self.metadata.num_keypoints)
         candidates = self._candidates(image, found)
         poses = select_poses(*candidates, self.nms)
         if not self.refine or len(poses) == 0:
             return poses
-        return refine_poses(candidates, self._candidates(image, refine_boxes(poses, *image.shape[:2])), self.nms)
+        return refine_poses(candidates, self._candidates(image, refine_boxes(poses)), self.nms)
 
     def _candidates(self, image: np.ndarray, boxes: Boxes) -> Candidates:
         """One image's candidates, in as many graph calls as max_batch needs."""

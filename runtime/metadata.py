@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 INPUT_IMAGES = "images"
+INPUT_IMAGE_SIZES = "image_sizes"
 INPUT_BOXES = "boxes"
 INPUT_BOX_IMAGE_INDEX = "box_image_index"
 OUTPUT_KEYPOINTS = "keypoints"
@@ -36,6 +37,8 @@ class ModelMetadata:
     rmpe_version: str = ""
     checkpoint_sha256: str = ""
     model_name: str = "rmpe"
+    crop: dict[str, Any] = field(default_factory=dict)  # {"taps": T, "cast_first": bool}: how the graph samples crops
+    pose_nms: dict[str, Any] = field(default_factory=dict)  # {"default": mode, "modes": {mode: constants}}
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -132,8 +132,7 @@ class Pipeline:
 
     def _add(self, index: int, item: InputItem, image_id: ImageId, image: np.ndarray) -> None:
         with self.stats.timed("boxes"):
-            boxes = clean_boxes(self.box_source(item, image_id, image), *image.shape[:2],
-                                thr=self.box_thr, max_people=self.max_people)
+            boxes = clean_boxes(self.box_source(item, image_id, image), thr=self.box_thr, max_people=self.max_people)
         pending_boxes = sum(len(p.boxes) for p in self._pending)
         if self._pending and pending_boxes + len(boxes) > self.batch:
             self._flush()
@@ -151,7 +150,7 @@ class Pipeline:
         with self.stats.timed("nms"):
             poses = [select_poses(*c, self.estimator.nms) for c in candidates]
         if self.estimator.refine:
-            second = self._candidates(images, [refine_boxes(q, *im.shape[:2]) for q, im in zip(poses, images)])
+            second = self._candidates(images, [refine_boxes(q) for q in poses])
             with self.stats.timed("nms"):
                 poses = [refine_poses(c, s, self.estimator.nms) for c, s in zip(candidates, second)]
         for p, image_poses in zip(pending, poses):

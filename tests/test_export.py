@@ -13,7 +13,7 @@ from rmpe.export.cli import main as export_main
 from rmpe.export.config import ModelConfig
 from rmpe.export.graph import PoseGraph
 from rmpe.export.onnx_export import fp16_copy
-from rmpe.export.parity import realistic_inputs
+from rmpe.export.parity import FP32_TOLERANCE_PX, realistic_inputs
 from rmpe.runtime.metadata import ModelMetadata
 
 
@@ -35,9 +35,40 @@ def test_writes_single_file_with_metadata_and_sidecar(exported: Path) -> None:
     assert meta.rmpe_version and meta.input_size == [128, 96]
 
 
-def test_graph_uses_gridsample_not_affinegrid(exported: Path) -> None:
-    ops = {node.op_type for node in onnx.load(str(exported / "model.onnx")).graph.node}
-    assert "GridSample" in ops and "AffineGrid" not in ops
+def test_graph_gathers_crops_and_declares_its_output_shapes(exported: Path) -> None:
+    model = onnx.load(str(exported / "model.onnx"))
+    ops = {node.op_type for node in model.graph.node}
+    assert "Gather" in ops and not ops & {"AffineGrid", "GridSample"}  # no whole-image sampler, no AffineGrid
+    assert [i.name for i in model.graph.input] == ["images", "image_sizes", "boxes", "box_image_index"]
+    shapes = {o.name: [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
+    assert shapes == {"keypoints": ["boxes", 17, 2], "scores": ["boxes", 17]}
+    meta = ModelMetadata.read_json(exported / "model.json")
+    assert meta.pose_nms["default"] == "rmpe" and meta.pose_nms["modes"]["alphapose"]["gamma"] == 22.48
+    assert meta.crop == {"taps": 4, "cast_first": False}
+
+
+def test_edges_in_onnx_runtime(exported: Path) -> None:
+    """No boxes: empty outputs. Bad image index, a box outside its image or under 1 px once clipped,
+    a NaN box: NaN keypoints and score 0 on that row only."""
+    session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).integers(0, 256, (1, 120, 160, 3), np.uint8)
+    sizes = np.array([[120, 160]], np.int32)
+    empty = session.run(None, {"images": image, "image_sizes": sizes, "boxes": np.zeros((0, 4), np.float32),
+                               "box_image_index": np.zeros(0, np.int32)})
+    assert empty[0].shape == (0, 17, 2) and empty[1].shape == (0, 17)
+    boxes = np.array([[10, 10, 80, 110]] * 3 + [[170, 10, 200, 50], [10, 10, 10.5, 50], [np.nan, 0, 5, 5]], np.float32)
+    index = np.array([0, 5, -1, 0, 0, 0], np.int32)
+    keypoints, scores = session.run(None, {"images": image, "image_sizes": sizes, "boxes": boxes, "box_image_index": index})
+    assert np.isfinite(keypoints[0]).all() and (scores[0] > 0).any()
+    assert np.isnan(keypoints[1:]).all() and (scores[1:] == 0).all()
+
+
+def test_cast_first_graph_gives_the_same_keypoints(tmp_path: Path, exported: Path) -> None:
+    assert export_main(["--cast-first", "--out", str(tmp_path)]) == 0
+    inputs = realistic_inputs(seed=4)
+    runs = [ort.InferenceSession(str(p / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, inputs)
+            for p in (exported, tmp_path)]
+    np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-3)
 
 
 def test_onnxruntime_matches_pytorch_on_other_shapes(exported: Path) -> None:
@@ -49,23 +80,22 @@ def test_onnxruntime_matches_pytorch_on_other_shapes(exported: Path) -> None:
     with torch.no_grad():
         ref_k, ref_s = graph(*(torch.from_numpy(v) for v in inputs.values()))
     assert keypoints.shape == (len(inputs["boxes"]), 17, 2) and keypoints.dtype == np.float32
-    assert np.mean(np.linalg.norm(keypoints - ref_k.numpy(), axis=-1) > 0.05) <= 0.01
-    assert np.abs(scores - ref_s.numpy()).max() < 1e-4
+    assert np.mean(np.linalg.norm(keypoints - ref_k.numpy(), axis=-1) > FP32_TOLERANCE_PX) <= 0.01
+    assert np.abs(scores - ref_s.numpy()).max() < 1e-2  # a sample across a pixel edge (parity.py) moves scores too
 
 
 def test_fp16_variant_keeps_fp32_io_and_halves_weights(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert export_main(["--fp16", "--out", str(tmp_path)]) == 0
     assert "fp16 vs PyTorch fp32" in capsys.readouterr().out
     model = onnx.load(str(tmp_path / "model.onnx"))
-    io_types = {v.type.tensor_type.elem_type for v in [model.graph.input[1], *model.graph.output]}
+    io_types = {v.type.tensor_type.elem_type for v in [model.graph.input[2], *model.graph.output]}
     assert io_types == {onnx.TensorProto.FLOAT}
     conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
     dtypes = {i.data_type for i in model.graph.initializer if i.name in conv_weights}
     assert dtypes == {onnx.TensorProto.FLOAT16}
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.input]}
-    fp32_only = [n.input[i] for n in model.graph.node if n.op_type == "GridSample" for i in (0, 1)]
-    fp32_only += [n.input[0] for n in model.graph.node if n.op_type == "ArgMax"]
+    fp32_only = [n.input[0] for n in model.graph.node if n.op_type in ("Floor", "ArgMax")]  # sampling grid, decode
     assert fp32_only and {types[name] for name in fp32_only} == {onnx.TensorProto.FLOAT}
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     keypoints, _ = session.run(None, realistic_inputs(seed=2))
@@ -100,6 +130,8 @@ def test_bad_arguments_give_one_line_errors(tmp_path: Path, capsys: pytest.Captu
     assert export_main(["--opset", "13", "--out", str(tmp_path)]) == 2
     assert export_main(["--input-size", "100x90", "--out", str(tmp_path)]) == 2
     assert "multiple of" in capsys.readouterr().err
+    assert export_main(["--crop-taps", "0", "--out", str(tmp_path)]) == 2
+    assert "--crop-taps" in capsys.readouterr().err
 
 
 def test_softmax_model_exports_with_its_decode_and_matches_pytorch(tmp_path: Path) -> None:
@@ -113,5 +145,5 @@ def test_softmax_model_exports_with_its_decode_and_matches_pytorch(tmp_path: Pat
     keypoints, scores = session.run(None, inputs)
     with torch.no_grad():
         ref_k, ref_s = graph(*(torch.from_numpy(v) for v in inputs.values()))
-    assert np.mean(np.linalg.norm(keypoints - ref_k.numpy(), axis=-1) > 0.05) <= 0.01
-    assert np.abs(scores - ref_s.numpy()).max() < 1e-5 and (scores > 0).all() and (scores <= 1).all()
+    assert np.mean(np.linalg.norm(keypoints - ref_k.numpy(), axis=-1) > FP32_TOLERANCE_PX) <= 0.01
+    assert np.abs(scores - ref_s.numpy()).max() < 1e-2 and (scores > 0).all() and (scores <= 1).all()

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rmpe.export.config import ModelConfig
-from rmpe.export.graph import PoseGraph, crop_transform, decode_heatmaps, neighbourhood_mass, spatial_softmax
+from rmpe.export.graph import (PoseGraph, base_grid, crop_transform, decode_heatmaps, image_batch, neighbourhood_mass,
+                               sample_crops, spatial_softmax)
 
 
 class BrightSpot(nn.Module):
@@ -19,6 +20,11 @@ class BrightSpot(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [F.avg_pool2d(x[:, :1], 4).repeat(1, self.k, 1, 1) + self.dummy]
+
+
+def full(images: torch.Tensor) -> torch.Tensor:
+    """``image_sizes`` for images that fill their tensor."""
+    return torch.tensor([list(images.shape[1:3])] * images.shape[0], dtype=torch.int32)
 
 
 def dot_images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,7 +90,7 @@ def test_chain_maps_dots_back_to_image_pixels_through_a_random_stn() -> None:
     graph.sppe = BrightSpot(graph.config.num_keypoints)
     with torch.no_grad():
         graph.loc.theta.bias.copy_(torch.tensor([0.9, 0.1, 0.05, -0.05, 0.85, -0.1]))
-        keypoints, scores = graph(images, boxes, index)
+        keypoints, scores = graph(images, full(images), boxes, index)
     assert keypoints.shape == (3, 17, 2) and scores.shape == (3, 17)
     cell_in_image = 4 * (boxes[:, 3] - boxes[:, 1]) * 1.25 / graph.config.input_size[0]
     error = (keypoints[:, 0] - dots).norm(dim=1)
@@ -96,7 +102,7 @@ def test_flip_test_maps_dots_back_too() -> None:
     graph = PoseGraph(ModelConfig(channels=16), flip_test=True).eval()
     graph.sppe = BrightSpot(graph.config.num_keypoints)
     with torch.no_grad():
-        keypoints, _ = graph(images, boxes, index)
+        keypoints, _ = graph(images, full(images), boxes, index)
     cell_in_image = 4 * (boxes[:, 3] - boxes[:, 1]) * 1.25 / graph.config.input_size[0]
     assert ((keypoints[:, 0] - dots).norm(dim=1) < cell_in_image).all()
 
@@ -106,14 +112,15 @@ def test_boxes_batched_over_padded_images_match_one_image_at_a_time() -> None:
     graph = PoseGraph(ModelConfig(channels=16)).eval()
     small = torch.randint(0, 256, (1, 100, 150, 3), dtype=torch.uint8)
     large = torch.randint(0, 256, (1, 180, 120, 3), dtype=torch.uint8)
-    batch = torch.zeros(2, 180, 150, 3, dtype=torch.uint8)
-    batch[0, :100, :150], batch[1] = small[0], 0
+    batch = torch.randint(0, 256, (2, 180, 150, 3), dtype=torch.uint8)  # the padding's content is ignored
+    batch[0, :100, :150] = small[0]
     batch[1, :180, :120] = large[0]
+    sizes = torch.tensor([[100, 150], [180, 120]], dtype=torch.int32)
     boxes = torch.tensor([[5.0, 5.0, 60.0, 95.0], [20.0, 30.0, 110.0, 175.0]])
     with torch.no_grad():
-        together, s_together = graph(batch, boxes, torch.tensor([0, 1], dtype=torch.int32))
-        alone0, s0 = graph(small, boxes[:1], torch.zeros(1, dtype=torch.int32))
-        alone1, s1 = graph(large, boxes[1:], torch.zeros(1, dtype=torch.int32))
+        together, s_together = graph(batch, sizes, boxes, torch.tensor([0, 1], dtype=torch.int32))
+        alone0, s0 = graph(small, full(small), boxes[:1], torch.zeros(1, dtype=torch.int32))
+        alone1, s1 = graph(large, full(large), boxes[1:], torch.zeros(1, dtype=torch.int32))
     assert torch.allclose(together, torch.cat([alone0, alone1]), atol=1e-3)
     assert torch.allclose(s_together, torch.cat([s0, s1]), atol=1e-4)  # batched convolutions round differently
 
@@ -140,3 +147,47 @@ def test_configs_without_decode_blur_keep_the_plain_decode() -> None:
     assert ModelConfig.from_dict(old).decode_blur == 0.0
     assert PoseGraph(ModelConfig.from_dict(old)).blur is None
     assert PoseGraph(ModelConfig(channels=16, heatmap="softmax")).blur is None
+
+
+def test_boxes_are_clipped_to_their_image_inside_the_graph() -> None:
+    """A box running past the edge gives what the clipped box gives; one under 1 px once clipped,
+    wholly outside, NaN, or with an index outside [0, B) gives NaN keypoints and score 0."""
+    torch.manual_seed(0)
+    graph = PoseGraph(ModelConfig(channels=16)).eval()
+    image = torch.randint(0, 256, (1, 100, 80, 3), dtype=torch.uint8)
+    boxes = torch.tensor([[-30.0, 20.0, 60.0, 140.0], [0.0, 20.0, 60.0, 100.0], [90.0, 0.0, 120.0, 50.0],
+                          [10.0, 10.0, 10.5, 60.0], [float("nan"), 0.0, 5.0, 5.0], [0.0, 20.0, 60.0, 100.0]])
+    index = torch.tensor([0, 0, 0, 0, 0, 1], dtype=torch.int32)
+    with torch.no_grad():
+        keypoints, scores = graph(image, full(image), boxes, index)
+        none, no_scores = graph(image, full(image), torch.zeros(0, 4), torch.zeros(0, dtype=torch.int32))
+    assert torch.allclose(keypoints[0], keypoints[1], atol=1e-4) and torch.allclose(scores[0], scores[1])
+    assert torch.isnan(keypoints[2:]).all() and (scores[2:] == 0).all()
+    assert none.shape == (0, 17, 2) and no_scores.shape == (0, 17)
+
+
+def stripes(period: float, size: int = 512) -> torch.Tensor:
+    """(1, size, size, 3) uint8 vertical black and white stripes of ``period`` px."""
+    x = torch.arange(size, dtype=torch.float32) + 0.5
+    row = ((x / period) % 1.0 < 0.5).to(torch.uint8) * 255
+    return row.view(1, 1, size, 1).expand(1, size, size, 3).contiguous()
+
+
+def test_large_people_are_box_filtered_small_ones_sampled_bilinearly() -> None:
+    """Pixel noise seen 8× smaller: one point sample per crop pixel keeps all of the noise (aliasing),
+    the 4×4 footprint taps average it down by about 4. At 1 crop pixel per image pixel or less the
+    taps reproduce a bilinear crop (to 1/taps of a pixel)."""
+    h = w = 32
+    grid, index = base_grid(h, w), torch.zeros(1, dtype=torch.int32)
+    big = crop_transform(torch.tensor([[100.0, 100.0, 100.0 + 8 * w, 100.0 + 8 * h]]), 1.0, 1.0)
+    noise = image_batch(torch.randint(0, 256, (1, 512, 512, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
+    aliased = sample_crops(noise, index, big, grid, (h, w), taps=1)
+    filtered = sample_crops(noise, index, big, grid, (h, w), taps=4)
+    assert aliased.std() > 60 and filtered.std() < aliased.std() / 3
+    small = crop_transform(torch.tensor([[100.0, 100.0, 100.0 + w * 0.7, 100.0 + h * 0.7]]), 1.0, 1.0)
+    smooth = stripes(16.0)
+    crop = sample_crops(image_batch(smooth), index, small, grid, (h, w), taps=4)
+    pixels = grid @ small[0, :, :2].T + small[0, :, 2]
+    norm = (pixels / torch.tensor([512.0, 512.0]) * 2 - 1).view(1, h, w, 2)
+    bilinear = F.grid_sample(smooth.permute(0, 3, 1, 2).float(), norm, align_corners=False)
+    assert (crop - bilinear).abs().mean() < 255 / 8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rmpe.benchmarks.nms_baseline import pose_nms_loop
@@ -206,9 +206,17 @@ def test_rmpe_decisions_are_scale_invariant(seed: int, n_people: int, jitter: fl
 
 
 @FAST
+@example(seed=404, n_people=6, jitter=0.0195)  # 7 poses for 6 people; the second pass merges two
+@example(seed=3528742594, n_people=2, jitter=0.01912131119816389)
 @given(seed=st.integers(0, 2**32 - 1), n_people=st.integers(1, 6), jitter=st.floats(0.0, 0.02))
-def test_rmpe_is_idempotent_on_separated_people(seed: int, n_people: int, jitter: float) -> None:
-    """Greedy NMS with merging is idempotent when clusters are unambiguous: people on a grid."""
+def test_rmpe_second_pass_only_merges_leftover_duplicates(seed: int, n_people: int,
+                                                          jitter: float) -> None:
+    """A second pass merges only duplicates of one person; every pose it keeps alone is unchanged.
+
+    Not idempotent: a duplicate just under both thresholds of its pick (similarity 22.0 < 22.48)
+    survives as a pose of its own, yet the merged pose lies nearer to it than the pick did (and
+    may rank below it), so a second pass merges the two. One pose per person: nothing changes.
+    """
     rng = np.random.default_rng(seed)
     scene = make_scene(rng, n_people, jitter_rel=jitter, size_range=(20, 100), image=1.0)
     offsets = np.arange(n_people)[:, None] * [300.0, 0.0]  # one person per 300 px column
@@ -217,10 +225,13 @@ def test_rmpe_is_idempotent_on_separated_people(seed: int, n_people: int, jitter
     first = pose_nms(boxes, scene.box_scores, poses, scene.pose_scores, mode="rmpe")
     again = pose_nms(first.boxes, first.box_scores, first.keypoints, first.keypoint_scores,
                      mode="rmpe")
-    assert sorted(again.pick.tolist()) == list(range(len(first.pick)))  # greedy order may differ
-    assert all(m.tolist() == [p] for p, m in zip(again.pick, again.merged))
-    np.testing.assert_allclose(again.keypoints, first.keypoints[again.pick], atol=1e-4)
-    np.testing.assert_allclose(again.keypoint_scores, first.keypoint_scores[again.pick], atol=1e-6)
+    _assert_partition(again, len(first.pick))
+    person = scene.person[first.pick]  # the true person of each first-pass pose
+    for i, (p, members) in enumerate(zip(again.pick, again.merged)):
+        assert len(set(person[members].tolist())) == 1
+        if len(members) == 1:
+            np.testing.assert_allclose(again.keypoints[i], first.keypoints[p], atol=1e-4)
+            np.testing.assert_allclose(again.keypoint_scores[i], first.keypoint_scores[p], atol=1e-6)
 
 
 # --- parity with the reference loop --------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Tiny ONNX graphs for the runtime tests: a contract-conforming pose model and YOLO-form detectors.
 
-The pose model puts a fixed stick figure (``TEMPLATE``, fractions of the box) into each box, and
+The pose model clips each box to its image (``image_sizes``), puts a fixed stick figure (``TEMPLATE``,
+fractions of the box) into it, and
 scores every keypoint with ``SCORE_SCALE[k] * red(centre pixel) / 255`` read from the box's own image,
 so a wrong image index or bad padding shows up as a wrong score.
 """
@@ -58,11 +59,18 @@ def make_pose_model(path: Path, meta: ModelMetadata | None = None) -> Path:
     inits = [c("template", TEMPLATE[None]), c("score_scale", SCORE_SCALE[None]), c("half", np.float32(0.5)),
              c("inv255", np.float32(1 / 255)), c("s0", np.array([0], np.int64)), c("s2", np.array([2], np.int64)),
              c("s4", np.array([4], np.int64)), c("ax1", np.array([1], np.int64)), c("yx", np.array([1, 0], np.int64)),
-             c("ch0", np.array([0], np.int64)), c("ch1", np.array([1], np.int64))]
+             c("ch0", np.array([0], np.int64)), c("ch1", np.array([1], np.int64)),
+             c("whwh", np.array([1, 0, 1, 0], np.int64)), c("zero", np.float32(0))]
     n = helper.make_node
     nodes = [
-        n("Slice", ["boxes", "s0", "s2", "ax1"], ["xy1"]),
-        n("Slice", ["boxes", "s2", "s4", "ax1"], ["xy2"]),
+        n("Cast", ["box_image_index"], ["bi64"], to=TensorProto.INT64),
+        n("Cast", ["image_sizes"], ["sizes_f"], to=TensorProto.FLOAT),
+        n("Gather", ["sizes_f", "bi64"], ["box_hw"], axis=0),
+        n("Gather", ["box_hw", "whwh"], ["limit"], axis=1),
+        n("Max", ["boxes", "zero"], ["boxes_0"]),
+        n("Min", ["boxes_0", "limit"], ["clipped"]),
+        n("Slice", ["clipped", "s0", "s2", "ax1"], ["xy1"]),
+        n("Slice", ["clipped", "s2", "s4", "ax1"], ["xy2"]),
         n("Sub", ["xy2", "xy1"], ["wh"]),
         n("Unsqueeze", ["xy1", "ax1"], ["xy1_u"]),
         n("Unsqueeze", ["wh", "ax1"], ["wh_u"]),
@@ -73,7 +81,6 @@ def make_pose_model(path: Path, meta: ModelMetadata | None = None) -> Path:
         n("Floor", ["centre"], ["centre_f"]),
         n("Cast", ["centre_f"], ["centre_i"], to=TensorProto.INT64),
         n("Gather", ["centre_i", "yx"], ["centre_yx"], axis=1),
-        n("Cast", ["box_image_index"], ["bi64"], to=TensorProto.INT64),
         n("Unsqueeze", ["bi64", "ax1"], ["bi_u"]),
         n("Concat", ["bi_u", "centre_yx"], ["pix_idx"], axis=1),
         n("GatherND", ["images", "pix_idx"], ["pixel"]),
@@ -85,6 +92,7 @@ def make_pose_model(path: Path, meta: ModelMetadata | None = None) -> Path:
     graph = helper.make_graph(
         nodes, "stick_figure",
         [helper.make_tensor_value_info("images", TensorProto.UINT8, ["B", "H", "W", 3]),
+         helper.make_tensor_value_info("image_sizes", TensorProto.INT32, ["B", 2]),
          helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", 4]),
          helper.make_tensor_value_info("box_image_index", TensorProto.INT32, ["N"])],
         [helper.make_tensor_value_info("keypoints", TensorProto.FLOAT, ["N", K, 2]),
@@ -124,6 +132,8 @@ def test_fake_pose_model_follows_the_contract(tmp_path):
     assert meta.num_keypoints == K and meta.input_size == [256, 192]
     images = np.stack([person_image(40, 50, [[0, 0, 20, 40]], [255]), person_image(40, 50, [[10, 0, 50, 40]], [51])])
     boxes = np.array([[0, 0, 20, 40], [10, 0, 50, 40]], np.float32)
-    kp, sc = sess.run(None, {"images": images, "boxes": boxes, "box_image_index": np.array([0, 1], np.int32)})
+    sizes = np.array([[40, 50], [40, 50]], np.int32)
+    kp, sc = sess.run(None, {"images": images, "image_sizes": sizes, "boxes": boxes,
+                             "box_image_index": np.array([0, 1], np.int32)})
     np.testing.assert_allclose(kp, expected_keypoints(boxes), atol=1e-5)
     np.testing.assert_allclose(sc, np.stack([SCORE_SCALE, SCORE_SCALE * 0.2]), atol=1e-6)

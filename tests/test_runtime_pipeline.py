@@ -117,7 +117,7 @@ def test_cli_alphapose_detfile_with_names(model, folder, tmp_path, capsys):
     (folder / "frame_a.png").write_bytes((folder / "000000000001.png").read_bytes())  # non-numeric name
     assert main([str(model), str(folder), "--detfile", str(dets), "--out", str(out)]) == 0
     results = json.loads(out.read_text())
-    _check_results(results, {name: name for name in SCENES})  # not all numeric: file names as ids
+    _check_results(results, {name: int(Path(name).stem) for name in SCENES})  # frame_a.png changes no id
     assert "frame_a.png" not in _by_image(results)  # no detections for it: no people
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert "4 images, 6 people, 0 failures" in summary and "graph" in summary and "nms" in summary
@@ -257,14 +257,14 @@ def test_tensorrt_engine_backend(model, tmp_path):
     np.testing.assert_allclose(poses.keypoints, expected_keypoints(np.array(boxes)), atol=1e-3)
 
 
-def test_pose_boxes_fit_keypoints_ignore_nan_and_clip():
+def test_pose_boxes_fit_keypoints_and_ignore_nan():
     from rmpe.runtime.boxes import pose_boxes
 
     kps = np.array([[[10, 20], [30, 5], [np.nan, np.nan]],      # extent of the finite keypoints
-                    [[-5, 40], [50, 90], [20, 60]],             # clipped to the 60 x 80 image
+                    [[-5, 40], [50, 90], [20, 60]],             # past the image: the graph clips it
                     [[np.nan, np.nan]] * 3], np.float32)        # no keypoints: no box
-    boxes = pose_boxes(kps, np.array([0.9, 0.5, 0.7]), height=80, width=60)
-    np.testing.assert_allclose(boxes.xyxy, [[10, 5, 30, 20], [0, 40, 50, 80]])
+    boxes = pose_boxes(kps, np.array([0.5, 0.9, 0.7]))
+    np.testing.assert_allclose(boxes.xyxy, [[-5, 40, 50, 90], [10, 5, 30, 20]])  # best box score first
     np.testing.assert_allclose(boxes.scores, [0.9, 0.5])
 
 

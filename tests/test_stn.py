@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from rmpe.export.config import ModelConfig
-from rmpe.export.graph import PoseGraph, base_grid, compose_affine, crop_transform, sample_crops, stack_images
+from rmpe.export.graph import PoseGraph, base_grid, compose_affine, crop_transform, image_batch, sample_crops
 from rmpe.export.stn import Localisation, invert_affine, sdtn_points, stn_points
 
 
@@ -28,9 +28,10 @@ def test_identity_theta_changes_nothing() -> None:
     images = torch.randint(0, 256, (2, 90, 120, 3), dtype=torch.uint8)
     boxes = torch.tensor([[10.0, 5.0, 70.0, 85.0], [30.0, 20.0, 110.0, 60.0]])
     index = torch.tensor([0, 1], dtype=torch.int32)
+    sizes = torch.tensor([[90, 120], [90, 120]], dtype=torch.int32)
     with torch.no_grad():
-        a, sa = with_stn(images, boxes, index)
-        b, sb = without(images, boxes, index)
+        a, sa = with_stn(images, sizes, boxes, index)
+        b, sb = without(images, sizes, boxes, index)
     assert torch.equal(a, b) and torch.equal(sa, sb)
 
 
@@ -54,7 +55,7 @@ def test_a_dot_in_the_crop_moves_where_stn_points_says() -> None:
     index = torch.zeros(1, dtype=torch.int32)
     to_crop = crop_transform(box, 1.0, 1.0)
     theta = torch.tensor([[[0.8, 0.1, 0.05], [-0.1, 0.9, -0.1]]])
-    crop = sample_crops(stack_images(image), index, compose_affine(to_crop, theta), base_grid(h, w), (h, w))[0, 0]
+    crop = sample_crops(image_batch(image), index, compose_affine(to_crop, theta), base_grid(h, w), (h, w), 4)[0, 0]
     weights = crop / crop.sum()
     ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h * 2 - 1, (torch.arange(w) + 0.5) / w * 2 - 1, indexing="ij")
     found = torch.tensor([(weights * xs).sum(), (weights * ys).sum()])

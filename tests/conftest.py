@@ -1,0 +1,15 @@
+"""Hypothesis profiles: derandomised by default so `make test` and CI see the same examples.
+
+Set HYPOTHESIS_PROFILE=explore to draw fresh random examples locally. Loaded here, before any test
+module is imported, so a module's own ``settings(max_examples=...)`` inherits the loaded profile.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
