@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e '.[train,bench,dev]'
+	if command -v npm >/dev/null; then npm ci --ignore-scripts --prefix examples/node --silent; fi
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -122,14 +122,14 @@ def gather_average(images: ImageBatch, image_index: torch.Tensor, x: torch.Tenso
     costs a third of the whole crop in ONNX Runtime (a broadcast over 3 channels innermost).
     """
     t, p = x.shape[1], x.shape[2]
-    x, y = torch.floor(x), torch.floor(y)
     size = images.sizes.index_select(0, image_index).view(-1, 1, 1, 2)
-    inside = ((x >= 0) & (x < size[..., 1]) & (y >= 0) & (y < size[..., 0])).to(x.dtype).mean(1)  # (N, P)
     last = torch.maximum(size - 1, torch.zeros_like(size))  # read the image's own edge, never the padding
-    col = torch.minimum(torch.maximum(x, torch.zeros_like(x)), last[..., 1]).to(torch.int64)
-    row = torch.minimum(torch.maximum(y, torch.zeros_like(y)), last[..., 0]).to(torch.int64)
-    first = image_index.view(-1, 1, 1) * images.height  # the image's first row among all images' rows
-    pixel = (first + row) * images.width + col  # (N, T, P)
+    x, y = torch.floor(x), torch.floor(y)
+    col = torch.minimum(torch.maximum(x, torch.zeros_like(x)), last[..., 1])
+    row = torch.minimum(torch.maximum(y, torch.zeros_like(y)), last[..., 0])
+    inside = ((col == x) & (row == y)).to(x.dtype).mean(1)  # (N, P): a sample is inside when clamping left it
+    first = (image_index.view(-1, 1, 1) * images.height).to(torch.int32)  # the image's first row among all rows
+    pixel = (first + row.to(torch.int32)) * images.width.to(torch.int32) + col.to(torch.int32)  # int32: < 2³¹ pixels
     values = images.table.index_select(0, pixel.reshape(-1)).reshape(-1, t, p, 3).to(x.dtype)
     return (values.mean(1) * inside.unsqueeze(2)).transpose(1, 2)
 
@@ -148,7 +148,7 @@ def sample_crops(images: ImageBatch, image_index: torch.Tensor, to_image: torch.
     return gather_average(images, image_index, x, y).reshape(-1, 3, size[0], size[1])
 
 
-CROP_TAPS = 4  # samples per crop pixel per axis where a person is larger than the crop (footprint_taps)
+CROP_TAPS = 3  # samples per crop pixel per axis where a person is larger than the crop (footprint_taps)
 HEATMAP_KINDS = ("gaussian", "softmax")  # unit-peak Gaussians regressed by MSE, or logits under a spatial softmax
 LOG_FLOOR = 1e-3  # heatmap values below this share of the peak count as this share (keeps the log finite)
 
