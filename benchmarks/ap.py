@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rmpe.benchmarks.upscale import keypoint_shift, upscale_annotations, upscale_detections, upscale_images
 from rmpe.runtime.estimator import NMS_MODES
 
 if TYPE_CHECKING:
@@ -205,53 +206,11 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def upscaled_data_set(data: DataSet, factor: int, folder: Path) -> DataSet:
-    """A copy of ``data`` with images, ground truth and detections ``factor`` times larger (bicubic).
-
-    Pillow's resize keeps pixel centres at (i + 0.5) / factor, so every coordinate scales by
-    ``factor`` exactly in the corner-origin convention the annotations use.
-    """
-    from PIL import Image
-
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    files = []
-    for path in data.files:
-        with Image.open(path) as image:
-            image.resize((image.width * factor, image.height * factor), Image.BICUBIC).save(folder / "images" / path.name)
-        files.append(folder / "images" / path.name)
-    gt = json.loads(data.annotations.read_text())
-    for img in gt["images"]:
-        img["width"], img["height"] = img["width"] * factor, img["height"] * factor
-    for ann in gt["annotations"]:
-        kps = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
-        kps[:, :2] *= factor
-        ann["keypoints"] = kps.ravel().tolist()
-        ann["bbox"] = [v * factor for v in ann["bbox"]]
-        ann["area"] = ann["area"] * factor**2
-    dets = json.loads(data.detections.read_text())
-    for det in dets:
-        det["bbox"] = [v * factor for v in det["bbox"]]
-    annotations, detections = folder / "person_keypoints.json", folder / "detections.json"
-    annotations.write_text(json.dumps(gt))
-    detections.write_text(json.dumps(dets))
+    """A copy of ``data`` in ``folder`` with images, ground truth and detections ``factor`` times larger."""
+    files = upscale_images(data.files, factor, folder / "images")
+    annotations = upscale_annotations(data.annotations, factor, folder / "person_keypoints.json")
+    detections = upscale_detections(data.detections, factor, folder / "detections.json")
     return DataSet(annotations, detections, files, data.ids, data.num_keypoints)
-
-
-def keypoint_shift(base: list[dict], scaled: list[dict], factor: int) -> dict[str, float] | None:
-    """Median, 90th percentile and largest distance, in scale-1 pixels, between the keypoints of the
-    people found from the same box (image id and box) in a scale-1 and an upscaled run."""
-    by_box = {(r["image_id"], tuple(np.round(r["box"], 1))): r for r in base}
-    moves = []
-    for r in scaled:
-        match = by_box.get((r["image_id"], tuple(np.round(np.asarray(r["box"]) / factor, 1))))
-        if match is not None:
-            a = np.asarray(match["keypoints"]).reshape(-1, 3)[:, :2]
-            b = np.asarray(r["keypoints"]).reshape(-1, 3)[:, :2] / factor
-            moves.append(np.linalg.norm(a - b, axis=1))
-    if not moves:
-        return None
-    flat = np.concatenate(moves)
-    return {"p50": float(np.median(flat)), "p90": float(np.percentile(flat, 90)), "max": float(flat.max()),
-            "people": float(len(moves))}
 
 
 def check_args(args: argparse.Namespace, data: DataSet) -> list[ModelInfo]:

@@ -141,7 +141,7 @@ class DetectionFile:
                 key = det["image_id"]
                 key = Path(key).name if isinstance(key, str) else int(key)
                 rows[key].append([x, y, x + w, y + h, float(det.get("score", 1.0))])
-            except (AttributeError, KeyError, TypeError, ValueError):
+            except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
                 raise BoxFileError(f"{path}: entry {n} needs image_id, bbox [x, y, w, h] and score") from None
         self.path = Path(path)
         self.by_id = {k: np.asarray(v, np.float32).reshape(-1, 5) for k, v in rows.items()}

@@ -58,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--box-thr", type=float, default=0.05, help="drop boxes scoring below this (default 0.05)")
     box.add_argument("--max-people", type=int, default=0, help="keep at most this many boxes per image (0: all)")
     run = p.add_argument_group("inference")
-    run.add_argument("--nms", choices=NMS_MODES, default="rmpe",
-                     help="pose NMS (default rmpe: the paper's scale-aware rules, people ranked by their median "
-                     "keypoint score; alphapose: AlphaPose's pixel rules and person score; none: keep every box's pose)")
+    run.add_argument("--nms", choices=NMS_MODES,
+                     help="pose NMS, with the constants in the model's metadata (default: the metadata's mode, rmpe: "
+                     "the paper's scale-aware rules, people ranked by their median keypoint score; alphapose: "
+                     "AlphaPose's pixel rules and person score; none: keep every box's pose)")
     run.add_argument("--refine", action="store_true",
                      help="second pass: crop every person again at a box fitted to its keypoints and merge both "
                      "passes' poses in a second pose NMS (one more graph run per person, about +0.01 AP)")

@@ -17,7 +17,7 @@ from .backends import Backend, BackendError, BackendOptions, open_backend
 from .boxes import Boxes, clean_boxes, join_boxes, pose_boxes, whole_image
 from .metadata import (INPUT_BOX_IMAGE_INDEX, INPUT_BOXES, INPUT_IMAGE_SIZES, INPUT_IMAGES, OUTPUT_KEYPOINTS,
                        OUTPUT_SCORES, ModelMetadata)
-from .pose_nms import PoseNMSResult, RMPEParams, person_scores, pose_nms
+from .pose_nms import PoseNMSResult, RMPEParams, nms_params, person_scores, pose_nms
 
 NMS_MODES = ("rmpe", "alphapose", "none")
 
@@ -61,15 +61,16 @@ class Poses:
                    np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.float32))
 
 
-def select_poses(keypoints: np.ndarray, keypoint_scores: np.ndarray, boxes: Boxes, mode: str) -> Poses:
-    """Pose NMS over one image's candidates (``mode`` rmpe or alphapose), or none: keep every candidate,
-    ranked as rmpe mode ranks its output."""
+def select_poses(keypoints: np.ndarray, keypoint_scores: np.ndarray, boxes: Boxes, mode: str,
+                 constants: dict[str, float | str] | None = None) -> Poses:
+    """Pose NMS over one image's candidates (``mode`` rmpe or alphapose, ``constants`` overriding the
+    mode's defaults), or none: keep every candidate, ranked as rmpe mode ranks its output."""
     if mode not in NMS_MODES:
         raise ValueError(f"unknown pose NMS mode {mode!r}; choose one of {', '.join(NMS_MODES)}")
     if mode == "none" or len(boxes) == 0:
         scores = person_scores(keypoint_scores, boxes.scores, RMPEParams.person_score)
         return Poses(keypoints, keypoint_scores, boxes.xyxy, scores, boxes.scores)
-    return _kept_poses(pose_nms(boxes.xyxy, boxes.scores, keypoints, keypoint_scores, mode=mode))
+    return _kept_poses(pose_nms(boxes.xyxy, boxes.scores, keypoints, keypoint_scores, mode=mode, **(constants or {})))
 
 
 def _kept_poses(result: PoseNMSResult, keep: np.ndarray | slice = slice(None)) -> Poses:
@@ -118,7 +119,8 @@ def refine_boxes(first: Poses) -> Boxes:
     return pose_boxes(first.keypoints, first.box_scores)
 
 
-def refine_poses(first: Candidates, second: Candidates, mode: str) -> Poses:
+def refine_poses(first: Candidates, second: Candidates, mode: str,
+                 constants: dict[str, float | str] | None = None) -> Poses:
     """One pose NMS over both passes' candidates, keeping the people that hold a first-pass candidate.
 
     A second-pass pose that merges with none of the first pass's would be a duplicate of the person
@@ -126,10 +128,10 @@ def refine_poses(first: Candidates, second: Candidates, mode: str) -> Poses:
     """
     n_first = len(first[2])
     if n_first == 0:
-        return select_poses(*first, mode)
+        return select_poses(*first, mode, constants)
     boxes = join_boxes(first[2], second[2])
     result = pose_nms(boxes.xyxy, boxes.scores, np.concatenate([first[0], second[0]]),
-                      np.concatenate([first[1], second[1]]), mode=mode)
+                      np.concatenate([first[1], second[1]]), mode=mode, **(constants or {}))
     return _kept_poses(result, np.array([members.min() < n_first for members in result.merged], bool))
 
 
@@ -186,13 +188,11 @@ class PoseEstimator:
     """
 
     def __init__(self, model: str | Path, *, device: str = "cpu", backend: str = "auto", threads: int = 0,
-                 nms: str = "rmpe", refine: bool = False, detector: str | Path | None = None,
+                 nms: str | None = None, refine: bool = False, detector: str | Path | None = None,
                  detector_format: str = "auto", box_thr: float = 0.05, max_people: int = 0,
                  options: BackendOptions | None = None) -> None:
-        if nms not in NMS_MODES:
+        if nms is not None and nms not in NMS_MODES:
             raise ValueError(f"unknown pose NMS mode {nms!r}; choose one of {', '.join(NMS_MODES)}")
-        if refine and nms == "none":
-            raise ValueError("refine needs a pose NMS to merge its second pass (nms 'rmpe' or 'alphapose')")
         self.options = options or BackendOptions(backend=backend, device=device, threads=threads)
         self.path = Path(model)
         self.backend: Backend = open_backend(self.path, self.options)
@@ -201,13 +201,32 @@ class PoseEstimator:
             self.metadata = ModelMetadata.from_props(self.backend.metadata)
         except (ValueError, TypeError) as exc:
             raise BackendError(f"{self.path.name}: {exc}") from None
-        self.nms, self.refine, self.box_thr, self.max_people = nms, refine, box_thr, max_people
+        self.nms, self.nms_constants = self._pose_nms(nms)
+        if refine and self.nms == "none":
+            raise ValueError("refine needs a pose NMS to merge its second pass (nms 'rmpe' or 'alphapose')")
+        self.refine, self.box_thr, self.max_people = refine, box_thr, max_people
         self.detector = None
         if detector is not None:
             from .detector import YoloDetector
 
             det_options = BackendOptions(device=self.options.device, threads=self.options.threads)
             self.detector = YoloDetector(detector, detector_format, det_options, score_thr=box_thr)
+
+    def _pose_nms(self, requested: str | None) -> tuple[str, dict[str, float | str]]:
+        """The pose NMS mode (``requested``, else the metadata's default, else rmpe) and its constants
+        from the metadata, so rmpe-run follows the model as any other host does (docs/onnx-contract.md)."""
+        entry = self.metadata.pose_nms or {}
+        mode = requested or entry.get("default", "rmpe")
+        if mode not in NMS_MODES:
+            raise BackendError(f"{self.path.name}: metadata pose_nms default {mode!r} is not one of {', '.join(NMS_MODES)}")
+        if mode == "none":
+            return mode, {}
+        constants = dict(entry.get("modes", {}).get(mode, {}))
+        try:
+            nms_params(mode, **constants)
+        except (TypeError, ValueError) as exc:
+            raise BackendError(f"{self.path.name}: metadata pose_nms constants for {mode}: {exc}") from None
+        return mode, constants
 
     def _check_io(self) -> None:
         inputs = {t.name for t in self.backend.inputs}
@@ -280,10 +299,10 @@ class PoseEstimator:
         if len(found) == 0:
             return Poses.empty(self.metadata.num_keypoints)
         candidates = self._candidates(image, found)
-        poses = select_poses(*candidates, self.nms)
+        poses = select_poses(*candidates, self.nms, self.nms_constants)
         if not self.refine or len(poses) == 0:
             return poses
-        return refine_poses(candidates, self._candidates(image, refine_boxes(poses)), self.nms)
+        return refine_poses(candidates, self._candidates(image, refine_boxes(poses)), self.nms, self.nms_constants)
 
     def _candidates(self, image: np.ndarray, boxes: Boxes) -> Candidates:
         """One image's candidates, in as many graph calls as max_batch needs."""

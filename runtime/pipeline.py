@@ -148,11 +148,12 @@ class Pipeline:
         images = [p.image for p in pending]
         candidates = self._candidates(images, [p.boxes for p in pending])
         with self.stats.timed("nms"):
-            poses = [select_poses(*c, self.estimator.nms) for c in candidates]
+            poses = [select_poses(*c, self.estimator.nms, self.estimator.nms_constants) for c in candidates]
         if self.estimator.refine:
             second = self._candidates(images, [refine_boxes(q) for q in poses])
             with self.stats.timed("nms"):
-                poses = [refine_poses(c, s, self.estimator.nms) for c, s in zip(candidates, second)]
+                poses = [refine_poses(c, s, self.estimator.nms, self.estimator.nms_constants)
+                         for c, s in zip(candidates, second)]
         for p, image_poses in zip(pending, poses):
             with self.stats.timed("write"):
                 for sink in self.sinks:

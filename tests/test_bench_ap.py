@@ -99,6 +99,23 @@ def test_cli_refine_rows(data, tmp_path, capsys):
     assert [r.split("|")[3].strip() for r in rows] == ["rmpe + refine", "alphapose + refine"]
 
 
+def test_cli_upscale_rows_and_moves(data, tmp_path, capsys):
+    """The stick-figure model draws its figure into each box, so ×2 and ×4 copies move nothing and
+    the AP of every scale is the same; rows come per scale with the moves against ×1."""
+    model = make_pose_model(tmp_path / "fake.onnx")
+    out = tmp_path / "ap.json"
+    assert bench_main(["ap", str(model), "--data", str(data), "--limit", "2", "--upscale", "2,4",
+                       "--out-json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert header(printed)[3:5] == ["scale", "keypoint move p50 / p90 / max px"]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["scale"] for r in rows] == [1, 2, 4] and rows[0]["shift_px"] is None
+    assert all(r["shift_px"]["max"] < 0.01 for r in rows[1:])
+    assert rows[1]["stats"]["AP"] == pytest.approx(rows[0]["stats"]["AP"], abs=1e-6)
+    with pytest.raises(SystemExit):
+        bench_main(["ap", str(model), "--data", str(data), "--upscale", "0,2"])
+
+
 @pytest.mark.parametrize("problem", ["no data", "no model", "not flip", "bad limit", "no out folder", "refine none"])
 def test_cli_bad_input_exits_2(data, tmp_path, capsys, problem):
     model = make_pose_model(tmp_path / "fake.onnx")

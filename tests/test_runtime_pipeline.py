@@ -13,7 +13,7 @@ from PIL import Image
 
 from rmpe.runtime import PoseEstimator, Poses
 from rmpe.runtime.cli import main
-from test_runtime_models import SCORE_SCALE, expected_keypoints, make_pose_model, person_image
+from test_runtime_models import SCORE_SCALE, expected_keypoints, make_pose_model, metadata, person_image
 
 # Three images of different sizes, two people each (well apart so pose NMS keeps both).
 SCENES = {
@@ -231,7 +231,6 @@ def test_cuda_request_on_cpu_build_warns(model, folder, capsys):
 @pytest.mark.trt
 def test_tensorrt_engine_backend(model, tmp_path):
     trt = pytest.importorskip("tensorrt")
-    from test_runtime_models import metadata
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -341,3 +340,19 @@ def test_refine_keeps_the_first_pass_people():
     np.testing.assert_allclose(kept.keypoints, pose, atol=1e-4)
     empty = (np.zeros((0, 17, 2), np.float32), np.zeros((0, 17), np.float32), Boxes.empty())
     assert len(refine_poses(empty, empty, "alphapose")) == 0
+
+
+def test_pose_nms_mode_and_constants_come_from_the_metadata(tmp_path):
+    """rmpe-run follows the model's pose_nms entry as any other host must (docs/onnx-contract.md)."""
+    from rmpe.runtime.backends import BackendError
+
+    h, w, boxes, reds = SCENES["000000000001.png"]
+    image = person_image(h, w, boxes, reds)
+    strict = {"default": "alphapose", "modes": {"alphapose": {"score_thresh": 0.99}}}
+    with PoseEstimator(make_pose_model(tmp_path / "strict.onnx", metadata(pose_nms=strict))) as est:
+        assert est.nms == "alphapose" and est.nms_constants == {"score_thresh": 0.99}
+        assert len(est(image, boxes=boxes)) == 0  # no keypoint scores 0.99: every person dropped
+        assert len(PoseEstimator(tmp_path / "strict.onnx", nms="none")(image, boxes=boxes)) == len(boxes)
+    bad = {"default": "rmpe", "modes": {"rmpe": {"no_such_constant": 1}}}
+    with pytest.raises(BackendError, match="no_such_constant"):
+        PoseEstimator(make_pose_model(tmp_path / "bad.onnx", metadata(pose_nms=bad)))
