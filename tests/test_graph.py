@@ -7,7 +7,7 @@ from torch import nn
 
 from rmpe.export.config import ModelConfig
 from rmpe.export.graph import (PoseGraph, base_grid, crop_transform, decode_heatmaps, image_batch, neighbourhood_mass,
-                               sample_crops, spatial_softmax)
+                               sample_crops, spatial_softmax, tap_pattern)
 
 
 class BrightSpot(nn.Module):
@@ -173,10 +173,17 @@ def stripes(period: float, size: int = 512) -> torch.Tensor:
     return row.view(1, 1, size, 1).expand(1, size, size, 3).contiguous()
 
 
+def test_tap_pattern_has_one_sample_per_cell_row_and_column() -> None:
+    for taps in (1, 2, 3, 4):
+        fine = ((tap_pattern(taps) + 0.5) * taps * taps - 0.5).round().long()  # indices on the taps² grid
+        assert sorted(fine[:, 0].tolist()) == sorted(fine[:, 1].tolist()) == list(range(taps * taps))
+        assert len({(x // taps, y // taps) for x, y in fine.tolist()}) == taps * taps
+
+
 def test_large_people_are_box_filtered_small_ones_sampled_bilinearly() -> None:
     """Pixel noise seen 8× smaller: one point sample per crop pixel keeps all of the noise (aliasing),
-    the 4×4 footprint taps average it down by about 4. At 1 crop pixel per image pixel or less the
-    taps reproduce a bilinear crop (to 1/taps of a pixel)."""
+    the 16 footprint taps average it down by about 4. At 1 crop pixel per image pixel or less the
+    taps approximate a bilinear crop."""
     h = w = 32
     grid, index = base_grid(h, w), torch.zeros(1, dtype=torch.int32)
     big = crop_transform(torch.tensor([[100.0, 100.0, 100.0 + 8 * w, 100.0 + 8 * h]]), 1.0, 1.0)
