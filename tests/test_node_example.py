@@ -184,16 +184,6 @@ def test_png_colour_types_match_pillow(node_example, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    pytest.importorskip("torch")
-    from rmpe.export.cli import main as export_main
-
-    out = tmp_path_factory.mktemp("export")
-    assert export_main(["--out", str(out)]) == 0
-    return out / "model.onnx"
-
-
-@pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> tuple[Path, Path]:
     """Synthetic people as PNGs of two sizes, with their simulated detections plus awkward boxes."""
     from rmpe.training.data_cli import main as data_main
@@ -251,14 +241,14 @@ def compare_results(node: list[dict], python: list[dict]) -> tuple[float, float]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("nms", ["default", "alphapose", "none"])
-def test_node_example_matches_rmpe_run(node_example, exported, scene, tmp_path, nms):
+def test_node_example_matches_rmpe_run(node_example, default_onnx, scene, tmp_path, nms):
     from rmpe.runtime.cli import main as run_main
 
     images, dets = scene
     inputs = [str(p) for p in sorted(images.glob("*.png"))]
     flags = ["--boxes", str(dets), "--batch", "6"] + ([] if nms == "default" else ["--nms", nms])
-    run_node("main.js", str(exported), *inputs, *flags, "--out", str(tmp_path / "node.json"), "--quiet")
-    assert run_main([str(exported), *inputs, *flags, "--out", str(tmp_path / "python.json"), "--quiet"]) == 0
+    run_node("main.js", str(default_onnx), *inputs, *flags, "--out", str(tmp_path / "node.json"), "--quiet")
+    assert run_main([str(default_onnx), *inputs, *flags, "--out", str(tmp_path / "python.json"), "--quiet"]) == 0
     node, python = read_results(tmp_path / "node.json"), read_results(tmp_path / "python.json")
     assert {r["image_id"] for r in python} == {1, 2, 3, "crowd.png"}
     assert len(python) >= 8
@@ -275,7 +265,7 @@ def test_node_example_matches_rmpe_run(node_example, exported, scene, tmp_path, 
 
 
 @pytest.mark.slow
-def test_exif_rotated_jpeg_end_to_end(node_example, exported, scene, tmp_path):
+def test_exif_rotated_jpeg_end_to_end(node_example, default_onnx, scene, tmp_path):
     """A JPEG stored sideways with EXIF orientation 6: both hosts turn it upright before the boxes apply."""
     from rmpe.runtime.cli import main as run_main
 
@@ -294,8 +284,8 @@ def test_exif_rotated_jpeg_end_to_end(node_example, exported, scene, tmp_path):
     dets = [{**d, "image_id": 5} for d in synth if d["image_id"] == 1]  # boxes of the upright image
     (tmp_path / "dets.json").write_text(json.dumps(dets))
     flags = ["--boxes", str(tmp_path / "dets.json"), "--quiet"]
-    run_node("main.js", str(exported), str(path), *flags, "--out", str(tmp_path / "node.json"))
-    assert run_main([str(exported), str(path), *flags, "--out", str(tmp_path / "python.json")]) == 0
+    run_node("main.js", str(default_onnx), str(path), *flags, "--out", str(tmp_path / "node.json"))
+    assert run_main([str(default_onnx), str(path), *flags, "--out", str(tmp_path / "python.json")]) == 0
     node, python = read_results(tmp_path / "node.json"), read_results(tmp_path / "python.json")
     assert len(python) >= 2 and len(node) == len(python)
     for a, b in zip(node, python):  # a decoder a grey level apart could move a keypoint a little
@@ -303,7 +293,7 @@ def test_exif_rotated_jpeg_end_to_end(node_example, exported, scene, tmp_path):
     # the people are found in the upright frame: near where the PNG of the same image puts them
     png = tmp_path / "000000000005.png"
     Image.fromarray(upright).save(png)
-    run_node("main.js", str(exported), str(png), *flags, "--out", str(tmp_path / "png.json"))
+    run_node("main.js", str(default_onnx), str(png), *flags, "--out", str(tmp_path / "png.json"))
     assert len(read_results(tmp_path / "png.json")) == len(node)
 
 

@@ -16,21 +16,11 @@ from test_runtime_models import person_image
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    pytest.importorskip("torch")
-    from rmpe.export.cli import main as export_main
-
-    out = tmp_path_factory.mktemp("export")
-    assert export_main(["--out", str(out)]) == 0
-    return out / "model.onnx"
-
-
-def test_batched_padded_calls_match_single_calls(exported):
+def test_batched_padded_calls_match_single_calls(default_onnx):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (120, 90, 3), np.uint8), rng.integers(0, 255, (80, 150, 3), np.uint8)]
     boxes = [np.array([[10, 10, 60, 110], [30, 5, 85, 100]], np.float32), np.array([[20, 10, 140, 75]], np.float32)]
-    with PoseEstimator(exported, nms="none") as est:
+    with PoseEstimator(default_onnx, nms="none") as est:
         assert est.metadata.num_keypoints == 17
         kp_batch, sc_batch = est.infer(images, boxes)
         singles = [est.infer([im], [b]) for im, b in zip(images, boxes)]
@@ -40,7 +30,7 @@ def test_batched_padded_calls_match_single_calls(exported):
     assert np.isfinite(kp_batch).all() and kp_batch.shape == (3, 17, 2)
 
 
-def test_rmpe_run_with_exported_model(exported, tmp_path):
+def test_rmpe_run_with_exported_model(default_onnx, tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
     boxes = [[20, 15, 90, 150], [110, 20, 180, 155]]
@@ -50,7 +40,7 @@ def test_rmpe_run_with_exported_model(exported, tmp_path):
             for i in range(3) for x1, y1, x2, y2 in boxes]
     (tmp_path / "dets.json").write_text(json.dumps(dets))
     out = tmp_path / "results.json"
-    assert run_main([str(exported), str(folder), "--boxes", str(tmp_path / "dets.json"), "--out", str(out),
+    assert run_main([str(default_onnx), str(folder), "--boxes", str(tmp_path / "dets.json"), "--out", str(out),
                      "--nms", "none", "--batch", "4", "--save-img", str(tmp_path / "vis"), "--quiet"]) == 0
     results = json.loads(out.read_text())
     assert len(results) == 6 and {r["image_id"] for r in results} == {1, 2, 3}
@@ -71,7 +61,7 @@ def test_rmpe_run_with_exported_model(exported, tmp_path):
     assert len(list((tmp_path / "vis").iterdir())) == 3
 
 
-def test_refine_raises_ap_of_the_bundled_model(exported, tmp_path):
+def test_refine_raises_ap_of_the_bundled_model(default_onnx, tmp_path):
     pytest.importorskip("pycocotools")
     from rmpe.benchmarks.ap import evaluate
     from rmpe.training.data_cli import main as data_main
@@ -81,7 +71,7 @@ def test_refine_raises_ap_of_the_bundled_model(exported, tmp_path):
     aps = {}
     for refine in (False, True):
         out = tmp_path / f"results-{refine}.json"
-        argv = [str(exported), str(data / "images"), "--boxes", str(data / "detections.json"),
+        argv = [str(default_onnx), str(data / "images"), "--boxes", str(data / "detections.json"),
                 "--annotations", str(data / "person_keypoints.json"), "--out", str(out), "--quiet"]
         assert run_main(argv + (["--refine"] if refine else [])) == 0
         aps[refine] = evaluate(out, data / "person_keypoints.json")["AP"]
