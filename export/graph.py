@@ -44,7 +44,7 @@ def image_batch(images: torch.Tensor, sizes: torch.Tensor | None = None, cast_fi
     return ImageBatch(table.float() if cast_first else table, h, w, sizes)
 
 
-def clean_boxes(boxes: torch.Tensor, box_image_index: torch.Tensor, images: ImageBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def clip_boxes(boxes: torch.Tensor, box_image_index: torch.Tensor, images: ImageBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Clip boxes to their image; (clipped boxes, safe image index, valid).
 
     A row is invalid when its index is outside [0, B), a coordinate is NaN, or the clipped box is
@@ -333,10 +333,10 @@ class PoseGraph(nn.Module):
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor, boxes: torch.Tensor,
                 box_image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B,H,W,3) uint8, image_sizes (B,2) (height, width), boxes (N,4) xyxy, box_image_index (N,)
-        → keypoints (N,K,2) image pixels, scores (N,K); rows of invalid boxes (see :func:`clean_boxes`)
+        → keypoints (N,K,2) image pixels, scores (N,K); rows of invalid boxes (see :func:`clip_boxes`)
         come out as NaN keypoints with score 0."""
         batch = image_batch(images, image_sizes, self.cast_first)
-        boxes, index, valid = clean_boxes(boxes, box_image_index, batch)
+        boxes, index, valid = clip_boxes(boxes, box_image_index, batch)
         to_crop, theta, crops = self.sppe_inputs(batch, index, boxes)
         heatmaps = self.heatmaps_with_flip(crops)
         cells, scores = self.decode(heatmaps)
