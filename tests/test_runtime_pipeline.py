@@ -356,3 +356,18 @@ def test_pose_nms_mode_and_constants_come_from_the_metadata(tmp_path):
     bad = {"default": "rmpe", "modes": {"rmpe": {"no_such_constant": 1}}}
     with pytest.raises(BackendError, match="no_such_constant"):
         PoseEstimator(make_pose_model(tmp_path / "bad.onnx", metadata(pose_nms=bad)))
+
+
+def test_raw_graph_call_refuses_what_the_contract_leaves_to_the_caller(model):
+    """A box_image_index outside [0, B) or image_sizes beyond the tensor: a clear error before the call."""
+    image = person_image(60, 80, [[10, 10, 50, 55]], [200])[None]
+    feeds = {"images": image, "image_sizes": np.array([[60, 80]], np.int32),
+             "boxes": np.array([[10, 10, 50, 55], [0, 0, 20, 20]], np.float32),
+             "box_image_index": np.array([0, 5], np.int32)}
+    with PoseEstimator(model, nms="none") as est:
+        with pytest.raises(ValueError, match=r"box_image_index 5 is outside \[0, 1\) \(1 of 2 boxes\)"):
+            est.run_graph(feeds)
+        with pytest.raises(ValueError, match="image_sizes must be"):
+            est.run_graph(feeds | {"image_sizes": np.array([[61, 80]], np.int32), "box_image_index": np.zeros(2, np.int32)})
+        keypoints, scores = est.run_graph(feeds | {"box_image_index": np.zeros(2, np.int32)})
+    assert keypoints.shape == (2, 17, 2) and scores.shape == (2, 17)
