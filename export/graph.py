@@ -40,8 +40,8 @@ def image_batch(images: torch.Tensor, sizes: torch.Tensor | None = None, cast_fi
     if sizes is None:
         sizes = limit.expand(images.shape[0], 2)
     sizes = torch.minimum(torch.maximum(sizes.to(torch.float32), torch.zeros_like(limit)), limit)
-    table = images.reshape(-1, 3)
-    return ImageBatch(table.float() if cast_first else table, h, w, sizes)
+    table = (images.float() if cast_first else images).reshape(-1, 3)  # cast first: TensorRT reshapes no uint8
+    return ImageBatch(table, h, w, sizes)
 
 
 def clip_boxes(boxes: torch.Tensor, box_image_index: torch.Tensor, images: ImageBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
