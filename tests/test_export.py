@@ -11,7 +11,7 @@ import torch
 from rmpe.export.checkpoint import load_graph, save_checkpoint
 from rmpe.export.cli import main as export_main
 from rmpe.export.config import ModelConfig
-from rmpe.export.graph import PoseGraph
+from rmpe.export.graph import CROP_TAPS, PoseGraph
 from rmpe.export.onnx_export import fp16_copy
 from rmpe.export.parity import FP32_TOLERANCE_PX, realistic_inputs
 from rmpe.runtime.metadata import ModelMetadata
@@ -44,7 +44,7 @@ def test_graph_gathers_crops_and_declares_its_output_shapes(exported: Path) -> N
     assert shapes == {"keypoints": ["boxes", 17, 2], "scores": ["boxes", 17]}
     meta = ModelMetadata.read_json(exported / "model.json")
     assert meta.pose_nms["default"] == "rmpe" and meta.pose_nms["modes"]["alphapose"]["gamma"] == 22.48
-    assert meta.crop == {"taps": 4, "cast_first": False}
+    assert meta.crop == {"taps": CROP_TAPS, "cast_first": False}
 
 
 def test_edges_in_onnx_runtime(exported: Path) -> None:
