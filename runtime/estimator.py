@@ -203,6 +203,7 @@ class PoseEstimator:
             raise BackendError(f"{self.path.name}: {exc}") from None
         self.nms, self.nms_constants = self._pose_nms(nms)
         if refine and self.nms == "none":
+            self.backend.close()
             raise ValueError("refine needs a pose NMS to merge its second pass (nms 'rmpe' or 'alphapose')")
         self.refine, self.box_thr, self.max_people = refine, box_thr, max_people
         self.detector = None
