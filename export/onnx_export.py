@@ -27,9 +27,8 @@ from rmpe.runtime.metadata import (
     OUTPUT_SCORES,
     ModelMetadata,
 )
+from rmpe.runtime.estimator import DEFAULT_NMS
 from rmpe.runtime.pose_nms import AlphaPoseParams, RMPEParams
-
-DEFAULT_NMS = "rmpe"  # rmpe-run's default pose NMS mode
 
 DEFAULT_OPSET = 17
 FORBIDDEN_OPS = {"AffineGrid"}  # TensorRT's ONNX parser has none

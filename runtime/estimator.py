@@ -20,6 +20,7 @@ from .metadata import (INPUT_BOX_IMAGE_INDEX, INPUT_BOXES, INPUT_IMAGE_SIZES, IN
 from .pose_nms import PoseNMSResult, RMPEParams, nms_params, person_scores, pose_nms
 
 NMS_MODES = ("rmpe", "alphapose", "none")
+DEFAULT_NMS = "rmpe"  # for a model whose metadata names no pose NMS mode
 
 
 @dataclass
@@ -217,7 +218,7 @@ class PoseEstimator:
         """The pose NMS mode (``requested``, else the metadata's default, else rmpe) and its constants
         from the metadata, so rmpe-run follows the model as any other host does (docs/onnx-contract.md)."""
         entry = self.metadata.pose_nms or {}
-        mode = requested or entry.get("default", "rmpe")
+        mode = requested or entry.get("default", DEFAULT_NMS)
         if mode not in NMS_MODES:
             raise BackendError(f"{self.path.name}: metadata pose_nms default {mode!r} is not one of {', '.join(NMS_MODES)}")
         if mode == "none":
