@@ -147,3 +147,22 @@ def test_softmax_model_exports_with_its_decode_and_matches_pytorch(tmp_path: Pat
         ref_k, ref_s = graph(*(torch.from_numpy(v) for v in inputs.values()))
     assert np.mean(np.linalg.norm(keypoints - ref_k.numpy(), axis=-1) > FP32_TOLERANCE_PX) <= 0.01
     assert np.abs(scores - ref_s.numpy()).max() < 1e-2 and (scores > 0).all() and (scores <= 1).all()
+
+
+def test_any_boxes_indices_and_sizes_give_defined_rows(exported: Path) -> None:
+    """Random image counts and sizes (0-px images included), boxes with NaN, ±inf and 1e30, indices
+    outside [0, B): ONNX Runtime never fails, and every row is either all finite or all NaN with score 0."""
+    session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        b, h, w, n = int(rng.integers(1, 4)), int(rng.integers(1, 160)), int(rng.integers(1, 160)), int(rng.integers(0, 6))
+        sizes = np.stack([rng.integers(0, h + 1, b), rng.integers(0, w + 1, b)], 1).astype(np.int32)
+        boxes = rng.normal(0, 120, (n, 4)).astype(np.float32)
+        boxes.flat[rng.random(boxes.size) < 0.15] = rng.choice([np.nan, np.inf, -np.inf, 1e30])
+        index = rng.integers(-2, b + 2, n).astype(np.int32)
+        keypoints, scores = session.run(None, {"images": rng.integers(0, 256, (b, h, w, 3), np.uint8),
+                                               "image_sizes": sizes, "boxes": boxes, "box_image_index": index})
+        assert keypoints.shape == (n, 17, 2) and scores.shape == (n, 17)
+        invalid = np.isnan(keypoints).all(axis=(1, 2))
+        assert (invalid | np.isfinite(keypoints).all(axis=(1, 2))).all() and (scores[invalid] == 0).all()
+        assert invalid[(index < 0) | (index >= b)].all()
