@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crop-taps", type=int, default=CROP_TAPS, metavar="T",
                         help="T×T point samples per crop pixel, spread over its footprint, so that people larger than the "
                         "crop are box-filtered, not aliased (default: %(default)s; 8 keeps keypoints on a 4x upscaled "
-                        "photo within 0.5 px (median) of the original's at about 2.5x the time: BENCHMARKS.md)")
+                        "photo within 0.5 px (median) of the original's at about 2.5x the time: BENCHMARKS.md; 0: one exact "
+                        "bilinear sample per crop pixel, like the training crops, no anti-aliasing)")
     parser.add_argument("--cast-first", action="store_true",
                         help="cast the whole image to float before the crops are gathered (TensorRT takes uint8 only at "
                         "the graph's inputs; ONNX Runtime is faster without it on large images)")
@@ -62,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.opset < 16:
         print(f"rmpe-export: --opset {args.opset} is too old: the graph needs opset 16 or newer", file=sys.stderr)
         return 2
-    if not 1 <= args.crop_taps <= 8:
-        print(f"rmpe-export: --crop-taps {args.crop_taps}: choose 1 to 8", file=sys.stderr)
+    if not 0 <= args.crop_taps <= 8:
+        print(f"rmpe-export: --crop-taps {args.crop_taps}: choose 0 to 8", file=sys.stderr)
         return 2
     try:
         config = ModelConfig.load(args.config) if args.config else None

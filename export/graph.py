@@ -126,6 +126,19 @@ def footprint_taps(to_image: torch.Tensor, size: tuple[int, int], taps: int) -> 
     return offsets[:, :, 0], offsets[:, :, 1]
 
 
+def pixel_indices(images: ImageBatch, image_index: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of the pixel table for whole-pixel columns x and rows y (N, ..., P) of each box's image,
+    clamped to that image's own pixels (never the padding), and whether each was inside it."""
+    size = images.sizes.index_select(0, image_index).view(-1, 1, 1, 2)
+    last = torch.maximum(size - 1, torch.zeros_like(size))
+    col = torch.minimum(torch.maximum(x, torch.zeros_like(x)), last[..., 1])
+    row = torch.minimum(torch.maximum(y, torch.zeros_like(y)), last[..., 0])
+    inside = (col == x) & (row == y)  # clamping left it where it was
+    first = (image_index.view(-1, 1, 1) * images.height).to(torch.int32)  # the image's first row among all rows
+    pixel = (first + row.to(torch.int32)) * images.width.to(torch.int32) + col.to(torch.int32)  # int32: < 2³¹ pixels
+    return pixel, inside
+
+
 def gather_average(images: ImageBatch, image_index: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean over axis 1 of the pixels under image points x, y (N, T, P) (nearest) → (N, 3, P) float.
 
@@ -135,33 +148,47 @@ def gather_average(images: ImageBatch, image_index: torch.Tensor, x: torch.Tenso
     costs a third of the whole crop in ONNX Runtime (a broadcast over 3 channels innermost).
     """
     t, p = x.shape[1], x.shape[2]
-    size = images.sizes.index_select(0, image_index).view(-1, 1, 1, 2)
-    last = torch.maximum(size - 1, torch.zeros_like(size))  # read the image's own edge, never the padding
-    x, y = torch.floor(x), torch.floor(y)
-    col = torch.minimum(torch.maximum(x, torch.zeros_like(x)), last[..., 1])
-    row = torch.minimum(torch.maximum(y, torch.zeros_like(y)), last[..., 0])
-    inside = ((col == x) & (row == y)).to(x.dtype).mean(1)  # (N, P): a sample is inside when clamping left it
-    first = (image_index.view(-1, 1, 1) * images.height).to(torch.int32)  # the image's first row among all rows
-    pixel = (first + row.to(torch.int32)) * images.width.to(torch.int32) + col.to(torch.int32)  # int32: < 2³¹ pixels
+    pixel, inside = pixel_indices(images, image_index, torch.floor(x), torch.floor(y))
     values = images.table.index_select(0, pixel.reshape(-1)).reshape(-1, t, p, 3).to(x.dtype)
-    return (values.mean(1) * inside.unsqueeze(2)).transpose(1, 2)
+    return (values.mean(1) * inside.to(x.dtype).mean(1).unsqueeze(2)).transpose(1, 2)
+
+
+def gather_bilinear(images: ImageBatch, image_index: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples at image points x, y (N, P) → (N, 3, P) float, black outside each image.
+
+    The four neighbours are gathered as one (N, 4, P) set and moved channels-first before they are
+    weighted, so the weights broadcast over whole rows rather than over 3 channels innermost.
+    """
+    p = x.shape[1]
+    u, v = x - 0.5, y - 0.5  # pixel centres sit at i + 0.5
+    x0, y0 = torch.floor(u), torch.floor(v)
+    fx, fy = (u - x0).unsqueeze(1), (v - y0).unsqueeze(1)
+    cols = torch.stack([x0, x0 + 1, x0, x0 + 1], 1)  # (N, 4, P)
+    rows = torch.stack([y0, y0, y0 + 1, y0 + 1], 1)
+    weights = torch.cat([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], 1)
+    pixel, inside = pixel_indices(images, image_index, cols, rows)
+    values = images.table.index_select(0, pixel.reshape(-1)).reshape(-1, 4, p, 3).permute(0, 3, 1, 2).to(x.dtype)
+    return (values * (weights * inside.to(x.dtype)).unsqueeze(1)).sum(2)
 
 
 def sample_crops(images: ImageBatch, image_index: torch.Tensor, to_image: torch.Tensor, grid: torch.Tensor,
                  size: tuple[int, int], taps: int) -> torch.Tensor:
-    """(N, 3, h, w) crops: crop point g ↦ image pixel ``to_image``·(g, 1), anti-aliased by :func:`footprint_taps`.
+    """(N, 3, h, w) crops: crop point g ↦ image pixel ``to_image``·(g, 1), anti-aliased by
+    :func:`footprint_taps`, or one exact bilinear sample per crop pixel when ``taps`` is 0.
 
     The grid is a constant base grid times the per-box affine (a MatMul), not an AffineGrid op, and
     the pixels are gathered from the images' pixel table, not read by a GridSample over whole images.
     """
     centres = grid.unsqueeze(0) @ to_image[:, :, :2].transpose(1, 2) + to_image[:, :, 2].unsqueeze(1)  # (N, P, 2)
+    if taps == 0:
+        return gather_bilinear(images, image_index, centres[:, :, 0], centres[:, :, 1]).reshape(-1, 3, size[0], size[1])
     dx, dy = footprint_taps(to_image, size, taps)
     x = centres[:, :, 0].unsqueeze(1) + dx.unsqueeze(2)  # (N, T, P)
     y = centres[:, :, 1].unsqueeze(1) + dy.unsqueeze(2)
     return gather_average(images, image_index, x, y).reshape(-1, 3, size[0], size[1])
 
 
-CROP_TAPS = 3  # samples per crop pixel per axis where a person is larger than the crop (footprint_taps)
+CROP_TAPS = 3  # samples per crop pixel per axis (footprint_taps); 0: one exact bilinear sample
 HEATMAP_KINDS = ("gaussian", "softmax")  # unit-peak Gaussians regressed by MSE, or logits under a spatial softmax
 LOG_FLOOR = 1e-3  # heatmap values below this share of the peak count as this share (keeps the log finite)
 

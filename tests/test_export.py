@@ -130,7 +130,7 @@ def test_bad_arguments_give_one_line_errors(tmp_path: Path, capsys: pytest.Captu
     assert export_main(["--opset", "13", "--out", str(tmp_path)]) == 2
     assert export_main(["--input-size", "100x90", "--out", str(tmp_path)]) == 2
     assert "multiple of" in capsys.readouterr().err
-    assert export_main(["--crop-taps", "0", "--out", str(tmp_path)]) == 2
+    assert export_main(["--crop-taps", "9", "--out", str(tmp_path)]) == 2
     assert "--crop-taps" in capsys.readouterr().err
 
 

@@ -198,3 +198,20 @@ def test_large_people_are_box_filtered_small_ones_sampled_bilinearly() -> None:
     norm = (pixels / torch.tensor([512.0, 512.0]) * 2 - 1).view(1, h, w, 2)
     bilinear = F.grid_sample(smooth.permute(0, 3, 1, 2).float(), norm, align_corners=False)
     assert (crop - bilinear).abs().mean() < 255 / 8
+
+
+def test_zero_taps_is_an_exact_bilinear_crop_black_outside() -> None:
+    """--crop-taps 0 samples like GridSample (bilinear, zeros outside the image), for any affine."""
+    h, w = 24, 18
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (1, 50, 70, 3), dtype=torch.uint8, generator=gen)
+    padded = torch.randint(0, 256, (1, 60, 90, 3), dtype=torch.uint8, generator=gen)  # garbage padding, never read
+    padded[:, :50, :70] = image
+    to_image = torch.tensor([[[30.0, 8.0, 40.0], [-6.0, 35.0, 20.0]]])  # rotated, reaching past the edges
+    grid, index = base_grid(h, w), torch.zeros(1, dtype=torch.int32)
+    sizes = torch.tensor([[50, 70]], dtype=torch.int32)
+    crop = sample_crops(image_batch(padded, sizes), index, to_image, grid, (h, w), taps=0)
+    pixels = grid @ to_image[0, :, :2].T + to_image[0, :, 2]
+    norm = (pixels / torch.tensor([70.0, 50.0]) * 2 - 1).view(1, h, w, 2)
+    reference = F.grid_sample(image.permute(0, 3, 1, 2).float(), norm, padding_mode="zeros", align_corners=False)
+    assert (crop - reference).abs().max() < 1e-3
