@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from rmpe.export.checkpoint import save_checkpoint
 from rmpe.export.config import ModelConfig
-from rmpe.export.graph import PoseGraph, compose_affine, crop_transform, image_batch, sample_crops, spatial_softmax
+from rmpe.export.graph import PoseGraph, compose_affine, crop_transform, spatial_softmax
 from rmpe.export.stn import apply_affine, invert_affine, stn_points
 from rmpe.runtime.keypoints import flip_permutation
 from rmpe.training.pgpg import PGPG
@@ -148,6 +149,24 @@ def forecast_line(seconds_per_step: float, precision: str, minutes: float, steps
     return line
 
 
+def padded_float(images: torch.Tensor) -> torch.Tensor:
+    """A batch's (N, H, W, 3) uint8 images, one per person, as (N, 3, H, W) float for :func:`bilinear_crops`."""
+    return images.permute(0, 3, 1, 2).float()
+
+
+def bilinear_crops(images: torch.Tensor, to_image: torch.Tensor, grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 3, h, w) bilinear crops of each person's own image (zeros outside), crop point g ↦ ``to_image``·(g, 1).
+
+    Training needs θ's gradient through the sampling, which the deploy graph's point samples
+    (export/graph.py footprint_taps) do not have. The two agree (to 1/4 pixel) where a person is no
+    larger than the crop; for larger people the graph box-filters where this crop aliases.
+    """
+    pixels = grid.unsqueeze(0) @ to_image[:, :, :2].transpose(1, 2) + to_image[:, :, 2].unsqueeze(1)
+    norm = pixels * pixels.new_tensor([2.0 / images.shape[3], 2.0 / images.shape[2]]) - 1.0
+    return F.grid_sample(images, norm.view(-1, size[0], size[1], 2), mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
+
+
 def to_normalised(points: torch.Tensor, to_image: torch.Tensor) -> torch.Tensor:
     """Image pixels → normalised crop coordinates of the crop ``to_image`` describes."""
     return apply_affine(invert_affine(to_image), points)
@@ -224,14 +243,11 @@ class Trainer:
         """Main heatmap loss on every stack, plus the parallel SPPE loss in phase 2."""
         g = self.graph
         n = batch.boxes.shape[0]
-        images = image_batch(batch.images)  # one image per person
-        index = torch.arange(n, dtype=torch.int32, device=self.device)
-        # Exact bilinear crops (0 taps): θ's gradient flows through the bilinear weights, while the
-        # deploy graph's footprint taps read whole pixels and have none.
+        images = padded_float(batch.images)
         aspect, enlarge = self.aspect, g.config.box_enlarge
         to_crop = compose_affine(crop_transform(batch.boxes, aspect, enlarge), batch.augment)
-        theta = g.run_sub(g.loc, g.normalise(sample_crops(images, index, to_crop, g.loc_grid, g.loc_size, 0))) if self.parallel is not None else torch.eye(2, 3, device=self.device).expand(n, 2, 3)
-        crops = g.normalise(sample_crops(images, index, compose_affine(to_crop, theta), g.grid, g.config.input_size, 0))
+        theta = g.run_sub(g.loc, g.normalise(bilinear_crops(images, to_crop, g.loc_grid, g.loc_size))) if self.parallel is not None else torch.eye(2, 3, device=self.device).expand(n, 2, 3)
+        crops = g.normalise(bilinear_crops(images, compose_affine(to_crop, theta), g.grid, g.config.input_size))
         crops = crops.contiguous(memory_format=torch.channels_last)
         visible = batch.keypoints[..., 2] > 0
         in_output = stn_points(theta.detach(), to_normalised(batch.keypoints[..., :2], to_crop))
