@@ -157,9 +157,10 @@ def padded_float(images: torch.Tensor) -> torch.Tensor:
 def bilinear_crops(images: torch.Tensor, to_image: torch.Tensor, grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(N, 3, h, w) bilinear crops of each person's own image (zeros outside), crop point g ↦ ``to_image``·(g, 1).
 
-    Training needs θ's gradient through the sampling, which the deploy graph's point samples
-    (export/graph.py footprint_taps) do not have. The two agree (to 1/4 pixel) where a person is no
-    larger than the crop; for larger people the graph box-filters where this crop aliases.
+    Training needs θ's gradient through the sampling, which the deploy graph's footprint taps
+    (export/graph.py) do not have. This is the crop of an export with ``--crop-taps 0``
+    (tests/test_graph.py checks the two agree) on GridSample, which trains a batch's crops in 6 ms
+    where the graph's gathers take 14 ms (forward and backward, 8 people, 2 threads).
     """
     pixels = grid.unsqueeze(0) @ to_image[:, :, :2].transpose(1, 2) + to_image[:, :, 2].unsqueeze(1)
     norm = pixels * pixels.new_tensor([2.0 / images.shape[3], 2.0 / images.shape[2]]) - 1.0
