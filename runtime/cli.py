@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -26,8 +28,11 @@ examples:
   rmpe-run model.onnx 'frames/*.png' --detfile dets.json --device cuda --batch 64
 
 boxes, in this order: --boxes/--detfile, then --detector, otherwise one box covering each image.
+results are journalled image by image in OUT.partial; SIGINT or SIGTERM stops after the current
+graph call and writes OUT for the images done (exit 130 / 143); after any interruption, even a
+kill, the same command with --resume processes only the images not yet done.
 exit status: 0 done (unreadable images are reported and skipped), 1 every image failed,
-2 bad arguments, model, box file or no images.
+2 bad arguments, model, box file or no images, 130 / 143 interrupted by SIGINT / SIGTERM.
 """
 
 PROG = "rmpe-run"
@@ -44,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recursive", action="store_true", help="look into sub-folders of input folders")
     out = p.add_argument_group("outputs")
     out.add_argument("--out", type=Path, help="COCO keypoint results JSON to write")
+    out.add_argument("--resume", action="store_true",
+                     help="finish an interrupted run: keep the images already in OUT.partial (the journal every "
+                     "run writes beside --out) and process only the rest")
     out.add_argument("--save-img", type=Path, metavar="DIR", help="save images with poses drawn here")
     out.add_argument("--vis-thr", type=float, default=0.3, help="draw keypoints scoring above this (default 0.3)")
     out.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
@@ -104,10 +112,13 @@ def _run(args: argparse.Namespace) -> int:
     from .estimator import PoseEstimator
     from .images import find_inputs
     from .pipeline import Pipeline
-    from .writers import ImageWriter, JsonWriter
+    from .writers import ImageWriter, JsonWriter, journal_path
 
     if args.batch < 1:
         _say("error: --batch must be at least 1")
+        return 2
+    if args.resume and args.out is None:
+        _say("error: --resume needs --out (the results file of the interrupted run)")
         return 2
     config = {}
     for entry in args.session_option:
@@ -154,15 +165,27 @@ def _run(args: argparse.Namespace) -> int:
             return whole_image(*image.shape[:2])
 
     ids = image_ids([item.name for item in found.items], annotations)
-    json_writer = JsonWriter(args.out) if args.out else None
+    id_of = dict(zip((item.name for item in found.items), ids))
+    if args.out is not None and journal_path(args.out).is_file() != args.resume:
+        _say(f"warning: {journal_path(args.out)} " + ("holds an interrupted run's results and is replaced; add --resume to "
+             "finish that run instead" if not args.resume else "is missing: nothing to resume, every image is run"))
+    try:
+        json_writer = JsonWriter(args.out, [item.name for item in found.items], args.resume) if args.out else None
+    except OSError as exc:
+        _say(f"error: cannot write {args.out}: {exc.strerror or exc}")
+        return 2
+    todo = found.items
+    if json_writer is not None and json_writer.done:
+        todo = [item for item in found.items if item.name not in json_writer.done]
+        _say(f"resuming: {len(found.items) - len(todo)} of {len(found.items)} images already in {json_writer.journal}")
     image_writer = ImageWriter(args.save_img, estimator.skeleton, args.vis_thr) if args.save_img else None
     sinks = []
     if json_writer is not None:
-        sinks.append(lambda index, item, image, poses: json_writer.add(index, ids[index], poses))
+        sinks.append(lambda index, item, image, poses: json_writer.add(item.name, id_of[item.name], poses))
     if image_writer is not None:
         sinks.append(lambda index, item, image, poses: image_writer.add(item.name, image, poses))
 
-    bar = _progress(len(found.items), args.quiet)
+    bar = _progress(len(todo), args.quiet)
 
     def on_failure(item, problem: str) -> None:
         line = f"{PROG}: skipped {item.path}: {problem}"
@@ -170,20 +193,52 @@ def _run(args: argparse.Namespace) -> int:
 
     pipeline = Pipeline(estimator, source, sinks, batch=args.batch, box_thr=args.box_thr,
                         max_people=args.max_people, workers=args.workers)
+    stop = threading.Event()
+    received = _stop_on_signals(stop)
+    stats, status = pipeline.stats, 0
     try:
-        stats = pipeline.run(found.items, ids, on_failure, progress=bar.update if bar is not None else None)
-        if json_writer is not None:
-            json_writer.close()
+        stats = pipeline.run(todo, [id_of[item.name] for item in todo], on_failure,
+                             progress=bar.update if bar is not None else None, stop=stop)
     except (BackendError, OSError) as exc:
         _say(f"error: {exc}")
-        return 2
+        status = 2
     finally:
+        _restore_signals(received)
         if bar is not None:
             bar.close()
         estimator.close()
-    if not args.quiet:
+        if json_writer is not None:
+            json_writer.close(complete=status == 0 and not stats.interrupted)
+    if stats.interrupted:
+        name = signal.Signals(received["signal"]).name
+        _say(f"interrupted by {name} after {stats.images} images" + (
+            f"; their results are in {args.out}; add --resume to the same command to finish the rest" if args.out else ""))
+        return 128 + received["signal"]
+    if not args.quiet and status == 0:
         _say(stats.summary() + (f"; results in {args.out}" if args.out else ""))
-    return 1 if stats.images == 0 and stats.failures else 0
+    return status or (1 if stats.images == 0 and stats.failures else 0)
+
+
+def _stop_on_signals(stop: threading.Event) -> dict:
+    """SIGINT and SIGTERM ask the run to stop after the current graph call (a second SIGINT stops at
+    once); returns the record of the signal received and of the handlers replaced."""
+    received: dict = {"previous": {}}
+
+    def handler(signum, frame) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received["signal"] = signum
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        received["previous"][sig] = signal.signal(sig, handler)
+    return received
+
+
+def _restore_signals(received: dict) -> None:
+    """Put back the signal handlers :func:`_stop_on_signals` replaced."""
+    for sig, previous in received["previous"].items():
+        signal.signal(sig, previous)
 
 
 def _progress(total: int, quiet: bool):

@@ -9,6 +9,7 @@ graph once more with boxes fitted to their people, and a second pose NMS joins b
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ class RunStats:
     failures: int = 0
     graph_calls: int = 0
     wall: float = 0.0
+    interrupted: bool = False  # stopped by a request (a signal) before every image was read
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("decode", "decode_wait", "boxes", "graph", "nms", "write"), 0.0))
 
@@ -115,10 +117,18 @@ class Pipeline:
         self._pending: list[_Pending] = []
 
     def run(self, items: list[InputItem], ids: list[ImageId],
-            on_failure: Callable[[InputItem, str], None], progress: Callable[[], None] | None = None) -> RunStats:
-        """Process ``items`` (with their output ``ids``); unreadable images go to ``on_failure``."""
+            on_failure: Callable[[InputItem, str], None], progress: Callable[[], None] | None = None,
+            stop: threading.Event | None = None) -> RunStats:
+        """Process ``items`` (with their output ``ids``); unreadable images go to ``on_failure``.
+
+        Once ``stop`` is set no further image is taken: the images already read finish their graph
+        call and reach the sinks, and ``stats.interrupted`` tells the caller the run is incomplete.
+        """
         start = time.perf_counter()
         for index, item, result in decode_ahead(items, self.workers, self.ahead, self.stats):
+            if stop is not None and stop.is_set():
+                self.stats.interrupted = True
+                break
             if isinstance(result, ImageError):
                 self.stats.failures += 1
                 on_failure(item, str(result))

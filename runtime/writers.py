@@ -41,20 +41,58 @@ def write_json_atomic(path: Path, data: object) -> None:
         raise
 
 
+JOURNAL_SUFFIX = ".partial"  # results.json.partial: one JSON line per finished image
+
+
+def journal_path(path: Path) -> Path:
+    """Where the results of ``path`` are journalled while a run is under way."""
+    return Path(path).with_name(Path(path).name + JOURNAL_SUFFIX)
+
+
+def read_journal(path: Path) -> list[dict]:
+    """The image records of a journal; a last line cut short by a kill is ignored."""
+    records = []
+    for line in journal_path(path).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # only the last line can be torn: it was being written when the run died
+        if isinstance(record, dict) and "name" in record and isinstance(record.get("entries"), list):
+            records.append(record)
+    return records
+
+
 class JsonWriter:
-    """Collects entries per image and writes them, in input order, when closed."""
+    """COCO results that survive interruption: each finished image's entries are appended to a
+    journal (``results.json.partial``, JSON lines, flushed to disk per image), and the results file
+    is assembled from it atomically, in input order, when the run ends or is interrupted.
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._entries: dict[int, list[dict]] = {}
+    The journal stays after an interruption so that ``--resume`` can skip the images it holds
+    (people or none); it is removed when the run completes.
+    """
 
-    def add(self, index: int, image_id: ImageId, poses: Poses) -> None:
-        """Record the poses of the ``index``-th input image."""
-        self._entries[index] = coco_entries(image_id, poses)
+    def __init__(self, path: Path, order: list[str], resume: bool = False) -> None:
+        self.path, self.journal = Path(path), journal_path(path)
+        self.rank = {name: i for i, name in enumerate(order)}  # input order of every image name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done = {r["name"] for r in read_journal(self.path)} if resume and self.journal.is_file() else set()
+        self._file = open(self.journal, "a" if self.done else "w", encoding="utf-8")
 
-    def close(self) -> None:
-        """Write the results file."""
-        write_json_atomic(self.path, [e for i in sorted(self._entries) for e in self._entries[i]])
+    def add(self, name: str, image_id: ImageId, poses: Poses) -> None:
+        """Journal the poses of the image ``name`` (durably: flushed and fsynced)."""
+        record = {"name": name, "image_id": image_id, "entries": coco_entries(image_id, poses)}
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self, complete: bool = True) -> None:
+        """Write the results file from the journal; keep the journal unless the run is ``complete``."""
+        self._file.close()
+        records = read_journal(self.path)
+        records.sort(key=lambda r: self.rank.get(r["name"], len(self.rank)))
+        write_json_atomic(self.path, [e for r in records for e in r["entries"]])
+        if complete:
+            self.journal.unlink(missing_ok=True)
 
 
 class ImageWriter:
