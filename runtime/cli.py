@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -107,12 +108,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .backends import BackendError, BackendOptions
-    from .boxes import BoxFileError, DetectionFile, image_ids, read_annotation_ids, whole_image
+    from .boxes import BoxFileError, DetectionFile, read_annotation_ids, whole_image
     from .detector import DetectorError
     from .estimator import PoseEstimator
     from .images import find_inputs
-    from .pipeline import Pipeline
-    from .writers import ImageWriter, JsonWriter, journal_path
+    from .outputs import OutputError, OutputLock, check_outputs
+    from .writers import drawing_path
 
     if args.batch < 1:
         _say("error: --batch must be at least 1")
@@ -139,6 +140,13 @@ def _run(args: argparse.Namespace) -> int:
              "(looked for .jpg .jpeg .png .bmp .webp .tif .tiff)")
         return 2
 
+    try:
+        targets = [drawing_path(args.save_img, item.name) for item in found.items] if args.save_img else []
+        check_outputs(args.out, args.save_img, targets, found.items)
+    except OutputError as exc:
+        _say(f"error: {exc}")
+        return 2
+
     options = BackendOptions(backend=args.backend, device=args.device, threads=args.threads,
                              optimization=args.opt_level, session_config=config)
     try:
@@ -163,6 +171,24 @@ def _run(args: argparse.Namespace) -> int:
     else:
         def source(item, image_id, image):
             return whole_image(*image.shape[:2])
+
+    try:
+        with OutputLock(args.out) if args.out else contextlib.nullcontext() as lock:
+            if lock is not None and lock.stale is not None:
+                _say(f"warning: took over {lock.path} from rmpe-run pid {lock.stale}, which is no longer running")
+            return _process(args, found, annotations, estimator, source)
+    except OutputError as exc:  # only the lock raises it here
+        estimator.close()
+        _say(f"error: {exc}")
+        return 2
+
+
+def _process(args: argparse.Namespace, found, annotations, estimator, source) -> int:
+    """Run the pipeline over ``found``'s images and write the outputs; returns the exit status."""
+    from .backends import BackendError
+    from .boxes import image_ids
+    from .pipeline import Pipeline
+    from .writers import ImageWriter, JsonWriter, journal_path
 
     ids = image_ids([item.name for item in found.items], annotations)
     id_of = dict(zip((item.name for item in found.items), ids))

@@ -95,6 +95,12 @@ class JsonWriter:
             self.journal.unlink(missing_ok=True)
 
 
+def drawing_path(folder: Path, name: str) -> Path:
+    """Where the drawing of the input ``name`` goes: PNG inputs stay PNG, everything else becomes JPEG."""
+    target = Path(folder) / name
+    return target if target.suffix.lower() == ".png" else target.with_suffix(".jpg")
+
+
 class ImageWriter:
     """Saves each image with its poses drawn, under ``folder`` with the input's relative name."""
 
@@ -103,12 +109,10 @@ class ImageWriter:
         self.skeleton, self.vis_thr = skeleton, vis_thr
 
     def add(self, name: str, image: np.ndarray, poses: Poses) -> Path:
-        """Draw and save; PNG inputs stay PNG, everything else is written as JPEG."""
+        """Draw the poses on ``image`` and save it at :func:`drawing_path`."""
         from .draw import draw_poses
 
-        target = self.folder / name
-        if target.suffix.lower() != ".png":
-            target = target.with_suffix(".jpg")
+        target = drawing_path(self.folder, name)
         target.parent.mkdir(parents=True, exist_ok=True)
         drawn = draw_poses(image, poses, self.skeleton, self.vis_thr)
         drawn.save(target, quality=90) if target.suffix == ".jpg" else drawn.save(target)
