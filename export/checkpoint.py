@@ -59,7 +59,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch and safetensors raise many types for a bad file
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        detail = (str(exc).strip().splitlines() or ["empty or truncated file"])[0][:200]
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {detail})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -87,6 +88,11 @@ def load_weights(graph: PoseGraph, state: dict[str, torch.Tensor], source: str) 
         parts = [f"{name} ({len(keys)}): {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}"
                  for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
         raise CheckpointError(f"{source}: checkpoint does not fit the model; " + "; ".join(parts))
+    bad = [k for k, v in state.items() if k in expected and expected[k].is_floating_point()
+           and (not v.is_floating_point() or not torch.isfinite(v).all())]
+    if bad:
+        kind = "are not floating point" if not state[bad[0]].is_floating_point() else "hold NaN or infinite values"
+        raise CheckpointError(f"{source}: {len(bad)} weight tensor(s) {kind}, the first {bad[0]}; refusing to export them")
     graph.load_state_dict(state, strict=False)
 
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from rmpe.export.checkpoint import CheckpointError, load_graph
-from rmpe.export.config import ModelConfig
+from rmpe.export.config import MAX_INPUT, MIN_INPUT, ModelConfig
 from rmpe.export.graph import CROP_TAPS
-from rmpe.export.onnx_export import DEFAULT_OPSET, export_onnx, fp16_copy, metadata_for
+from rmpe.export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, export_onnx, fp16_copy, metadata_for
 from rmpe.export.parity import FP32_MAX_FRACTION, FP32_TOLERANCE_PX, compare
 
 EPILOG = """examples:
@@ -31,6 +31,8 @@ def parse_size(text: str) -> tuple[int, int]:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW such as 256x192, got {text!r}") from None
+    if not (MIN_INPUT <= h <= MAX_INPUT and MIN_INPUT <= w <= MAX_INPUT):
+        raise argparse.ArgumentTypeError(f"each side must be {MIN_INPUT} to {MAX_INPUT} pixels, got {text!r}")
     return h, w
 
 
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("rmpe-model"), help="output folder for model.onnx and model.json (default: %(default)s)")
     parser.add_argument("--name", default="model", help="file name stem inside --out (default: %(default)s)")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights and convolutions; inputs, outputs, grids and decode stay fp32")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s; 16 or newer)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s; 16 to 20)")
     parser.add_argument("--input-size", type=parse_size, metavar="HxW", help="SPPE crop size, multiples of the model's stride (default: from the config)")
     parser.add_argument("--max-boxes", type=int, default=64, help="largest box count per call, recorded for TensorRT profiles (default: %(default)s)")
     parser.add_argument("--flip", action="store_true", help="flip test inside the graph (twice the SPPE work)")
@@ -60,8 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.opset < 16:
-        print(f"rmpe-export: --opset {args.opset} is too old: the graph needs opset 16 or newer", file=sys.stderr)
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:
+        print(f"rmpe-export: --opset {args.opset}: choose {MIN_OPSET} to {MAX_OPSET} (the graph's ops need {MIN_OPSET}; "
+              f"{MAX_OPSET} is the newest torch's TorchScript exporter writes)", file=sys.stderr)
+        return 2
+    if args.max_boxes < 1:
+        print(f"rmpe-export: --max-boxes {args.max_boxes}: must be at least 1", file=sys.stderr)
+        return 2
+    if args.out.exists() and not args.out.is_dir():
+        print(f"rmpe-export: --out {args.out}: is a file; --out names the folder for {args.name}.onnx and {args.name}.json",
+              file=sys.stderr)
         return 2
     if not 0 <= args.crop_taps <= 8:
         print(f"rmpe-export: --crop-taps {args.crop_taps}: choose 0 to 8", file=sys.stderr)

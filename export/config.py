@@ -10,7 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmpe.runtime.keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON
+from rmpe.runtime.keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETON, check_layout
+
+
+MIN_INPUT, MAX_INPUT = 8, 2048  # crop sides the exporter accepts, in pixels
 
 
 @dataclass
@@ -54,6 +57,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"a model config is a JSON object, got a {type(data).__name__}")
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
@@ -61,14 +66,34 @@ class ModelConfig:
         data.setdefault("stem", "residual")
         data.setdefault("heatmap", "gaussian")
         data.setdefault("decode_blur", 0.0)  # configs written before the blur keep their decode
-        for key in ("input_size", "mean", "std"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
+        try:
+            for key in ("input_size", "mean", "std"):
+                if key in data:
+                    data[key] = tuple(data[key])
+            config = cls(**data)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first value a model cannot be built from."""
+        limits = {"stacks": (1, 16), "channels": (1, 1024), "depth": (1, 6), "stn_channels": (1, 512)}
+        for name, (lo, hi) in limits.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise ValueError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+        if (len(self.input_size) != 2 or not all(isinstance(v, int) and MIN_INPUT <= v <= MAX_INPUT for v in self.input_size)):
+            raise ValueError(f"input_size must be [height, width], each {MIN_INPUT} to {MAX_INPUT}, got {list(self.input_size)}")
+        check_layout(self.keypoint_names, self.skeleton, self.flip_pairs)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "ModelConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The config in ``path``; a file that is not one raises ``ValueError`` naming it."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+            raise ValueError(f"{path}: bad model config ({str(exc).splitlines()[0][:200]})") from None

@@ -31,6 +31,7 @@ from rmpe.runtime.estimator import DEFAULT_NMS
 from rmpe.runtime.pose_nms import AlphaPoseParams, RMPEParams
 
 DEFAULT_OPSET = 17
+MIN_OPSET, MAX_OPSET = 16, 20  # opset 16 for Gather-based crops' ops; 20 is the TorchScript exporter's newest
 FORBIDDEN_OPS = {"AffineGrid"}  # TensorRT's ONNX parser has none
 
 

@@ -84,6 +84,10 @@ def _load_json(path: Path, what: str):
         raise BoxFileError(f"{path}: cannot read {what} ({exc.strerror or exc.__class__.__name__})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BoxFileError(f"{path}: not valid JSON ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise BoxFileError(f"{path}: not usable JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise BoxFileError(f"{path}: not usable JSON ({str(exc).splitlines()[0][:120]})") from None
 
 
 def read_annotation_ids(path: Path) -> dict[str, int]:
@@ -134,8 +138,11 @@ class DetectionFile:
             raise BoxFileError(f"{path}: expected a JSON list of detections")
         rows: dict[ImageId, list[list[float]]] = defaultdict(list)
         for n, det in enumerate(data):
+            category = det.get("category_id", 1) if isinstance(det, dict) else 1
+            if type(category) is not int:
+                raise BoxFileError(f"{path}: entry {n} has category_id {category!r}; COCO categories are integers (person: 1)")
             try:
-                if det.get("category_id", 1) != 1:
+                if category != 1:
                     continue
                 x, y, w, h = (float(v) for v in det["bbox"])
                 key = det["image_id"]
@@ -144,7 +151,9 @@ class DetectionFile:
             except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
                 raise BoxFileError(f"{path}: entry {n} needs image_id, bbox [x, y, w, h] and score") from None
         self.path = Path(path)
-        self.by_id = {k: np.asarray(v, np.float32).reshape(-1, 5) for k, v in rows.items()}
+        with np.errstate(over="ignore"):  # boxes beyond float32 become infinite: counted below, dropped later
+            self.by_id = {k: np.asarray(v, np.float32).reshape(-1, 5) for k, v in rows.items()}
+        self.nonfinite = sum(int((~np.isfinite(v)).any(axis=1).sum()) for v in self.by_id.values())
         self.by_stem = {Path(k).stem: k for k in self.by_id if isinstance(k, str)}
 
     def lookup(self, name: str, image_id: ImageId) -> Boxes:

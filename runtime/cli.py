@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
+    # Pillow's own bomb warning does not name the file; load_image says the same with the path
+    warnings.filterwarnings("ignore", message="Image size .* exceeds limit")
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .backends import BackendError, BackendOptions
-    from .boxes import BoxFileError, DetectionFile, read_annotation_ids, whole_image
+    from .boxes import BoxFileError, DetectionFile, image_ids, read_annotation_ids, whole_image
     from .detector import DetectorError
     from .estimator import PoseEstimator
     from .images import find_inputs
@@ -121,6 +124,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume and args.out is None:
         _say("error: --resume needs --out (the results file of the interrupted run)")
         return 2
+    numbers = {"--box-thr": (args.box_thr, 0.0), "--vis-thr": (args.vis_thr, 0.0), "--max-people": (args.max_people, 0),
+               "--threads": (args.threads, 0), "--workers": (args.workers, 1)}
+    for flag, (value, least) in numbers.items():
+        if not math.isfinite(value) or value < least:
+            _say(f"error: {flag} {value}: must be a number of at least {least}")
+            return 2
     config = {}
     for entry in args.session_option:
         key, sep, value = entry.partition("=")
@@ -163,6 +172,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
 
     if detections is not None:
+        _check_detections(detections, found.items, image_ids([item.name for item in found.items], annotations))
+
         def source(item, image_id, image):
             return detections.lookup(item.name, image_id)
     elif estimator.detector is not None:
@@ -243,6 +254,17 @@ def _process(args: argparse.Namespace, found, annotations, estimator, source) ->
     if not args.quiet and status == 0:
         _say(stats.summary() + (f"; results in {args.out}" if args.out else ""))
     return status or (1 if stats.images == 0 and stats.failures else 0)
+
+
+def _check_detections(detections, items, ids) -> None:
+    """Warn when a detections file has boxes for none or only some of the images, or boxes beyond float range."""
+    matched = sum(1 for item, image_id in zip(items, ids) if len(detections.lookup(item.name, image_id)))
+    if matched < len(items):
+        _say(f"warning: {detections.path} has boxes for {matched} of the {len(items)} images"
+             + ("; check that its image_id values are the images' ids (numeric file names or --annotations)"
+                if matched == 0 else ""))
+    if detections.nonfinite:
+        _say(f"warning: {detections.path}: {detections.nonfinite} box(es) beyond float range are dropped")
 
 
 def _stop_on_signals(stop: threading.Event) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +121,9 @@ def load_image(path: Path) -> np.ndarray:
         raise ImageError("empty file (0 bytes)")
     try:
         with Image.open(path) as image:
+            if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
+                warnings.warn(f"{path}: {image.width}x{image.height} pixels is over Pillow's decompression bomb "
+                              f"limit of {Image.MAX_IMAGE_PIXELS}; decoding it anyway", RuntimeWarning, stacklevel=2)
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)

@@ -32,3 +32,16 @@ def flip_permutation(num_keypoints: int, flip_pairs: list[list[int]]) -> list[in
     for a, b in flip_pairs:
         perm[a], perm[b] = b, a
     return perm
+
+
+def check_layout(names: object, skeleton: object, flip_pairs: object) -> None:
+    """Raise ``ValueError`` unless ``names`` is a non-empty list of strings, ``skeleton`` pairs of
+    1-based and ``flip_pairs`` pairs of 0-based keypoint numbers within it."""
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError("keypoint_names must be a non-empty list of names")
+    k = len(names)
+    for name, pairs, base in (("skeleton", skeleton, 1), ("flip_pairs", flip_pairs, 0)):
+        if not isinstance(pairs, list) or not all(
+                isinstance(p, list) and len(p) == 2 and all(type(i) is int and base <= i < k + base for i in p)
+                for p in pairs):
+            raise ValueError(f"{name} must be pairs of keypoint numbers {base} to {k - 1 + base}")

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .keypoints import check_layout
+
 INPUT_IMAGES = "images"
 INPUT_IMAGE_SIZES = "image_sizes"
 INPUT_BOXES = "boxes"
@@ -63,7 +65,20 @@ class ModelMetadata:
         if missing:
             raise ValueError(f"model metadata lacks {', '.join(missing)}; was it exported by rmpe-export?")
         values.setdefault("extra", {}).update(extra)
-        return cls(**values)
+        meta = cls(**values)
+        meta.check()
+        return meta
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first entry a runtime cannot use (the layout drawings and
+        the pose NMS index with)."""
+        try:
+            check_layout(self.keypoint_names, self.skeleton, self.flip_pairs)
+        except ValueError as exc:
+            raise ValueError(f"metadata {exc}") from None
+        size = self.input_size
+        if not isinstance(size, list) or len(size) != 2 or not all(type(v) is int and v > 0 for v in size):
+            raise ValueError(f"metadata input_size must be [height, width], got {size!r}")
 
     def write_json(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")

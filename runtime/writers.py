@@ -14,15 +14,23 @@ from .estimator import Poses
 
 
 def coco_entries(image_id: ImageId, poses: Poses) -> list[dict]:
-    """One COCO results entry per person: keypoints ``[x, y, s] * K``, score, box ``[x, y, w, h]``, idx."""
-    flat = np.concatenate([poses.keypoints, poses.keypoint_scores[:, :, None]], axis=2)
-    flat = flat.reshape(len(poses), flat.shape[1] * 3)
+    """One COCO results entry per person: keypoints ``[x, y, s] * K``, score, box ``[x, y, w, h]``, idx.
+
+    Strict JSON readers reject NaN and Infinity, so none is written: a keypoint with a non-finite
+    coordinate or score is written as ``0, 0, 0`` (COCO's "not there"), and a person whose score is
+    not finite is left out.
+    """
+    kept = np.isfinite(poses.scores)
+    keypoints, scores = poses.keypoints[kept], poses.keypoint_scores[kept]
+    missing = ~(np.isfinite(keypoints).all(axis=2) & np.isfinite(scores))
+    flat = np.concatenate([np.where(missing[:, :, None], 0.0, keypoints), np.where(missing, 0.0, scores)[:, :, None]], axis=2)
+    flat = flat.reshape(len(flat), flat.shape[1] * 3)
     flat = np.round(flat.astype(np.float64), 3).tolist()
-    boxes = poses.boxes.astype(np.float64)
+    boxes = poses.boxes[kept].astype(np.float64)
     xywh = np.round(np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1), 2).tolist()
-    scores = np.round(poses.scores.astype(np.float64), 5).tolist()
-    return [{"image_id": image_id, "category_id": 1, "keypoints": flat[i], "score": scores[i],
-             "box": xywh[i], "idx": i} for i in range(len(poses))]
+    person = np.round(poses.scores[kept].astype(np.float64), 5).tolist()
+    return [{"image_id": image_id, "category_id": 1, "keypoints": flat[i], "score": person[i],
+             "box": xywh[i], "idx": i} for i in range(len(flat))]
 
 
 def write_json_atomic(path: Path, data: object) -> None:

@@ -1,8 +1,10 @@
 // COCO keypoint results, written as rmpe-run writes them (runtime/writers.py coco_entries and
 // write_json_atomic): one entry per person, {"image_id", "category_id": 1, "keypoints":
 // [x, y, s] * K rounded to 3 decimals, "score" rounded to 5, "box": [x, y, w, h] rounded to 2,
-// "idx"}, in Python's json.dump form (compact separators, ASCII only, floats as Python's repr,
-// NaN as NaN), so that the two files can be compared byte for byte.
+// "idx"}, in Python's json.dump form (compact separators, ASCII only, floats as Python's repr), so
+// that the two files can be compared byte for byte. As there, no NaN or Infinity is written: a
+// keypoint with a non-finite coordinate or score becomes 0, 0, 0 and a person with a non-finite
+// score is left out.
 
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -16,10 +18,12 @@ import { roundTo } from './numeric.js';
 export function cocoEntries(imageId, people, k) {
   const entries = [];
   for (let i = 0; i < people.scores.length; i++) {
+    if (!Number.isFinite(people.scores[i])) continue;
     const keypoints = [];
     for (let q = 0; q < k; q++) {
-      keypoints.push(roundTo(people.keypoints[(i * k + q) * 2], 3), roundTo(people.keypoints[(i * k + q) * 2 + 1], 3),
-        roundTo(people.keypointScores[i * k + q], 3));
+      const [x, y, s] = [people.keypoints[(i * k + q) * 2], people.keypoints[(i * k + q) * 2 + 1], people.keypointScores[i * k + q]];
+      const present = Number.isFinite(x) && Number.isFinite(y) && Number.isFinite(s);
+      keypoints.push(present ? roundTo(x, 3) : 0, present ? roundTo(y, 3) : 0, present ? roundTo(s, 3) : 0);
     }
     const [x1, y1, x2, y2] = Array.from({ length: 4 }, (_, c) => people.boxes[4 * i + c]);
     entries.push({
@@ -28,7 +32,7 @@ export function cocoEntries(imageId, people, k) {
       keypoints,
       score: roundTo(people.scores[i], 5),
       box: [roundTo(x1, 2), roundTo(y1, 2), roundTo(x2 - x1, 2), roundTo(y2 - y1, 2)],
-      idx: i,
+      idx: entries.length,
     });
   }
   return entries;
