@@ -130,3 +130,15 @@ def test_results_never_hold_nan_or_infinity():
     entries = coco_entries(3, poses)
     assert len(entries) == 1 and entries[0]["keypoints"] == [10.0, 20.0, 0.9, 0.0, 0.0, 0.0]
     json.loads(json.dumps(entries), parse_constant=lambda c: pytest.fail(f"{c} written"))
+
+
+def test_images_over_the_bomb_limit_are_named(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    from rmpe.runtime.images import load_image
+
+    path = tmp_path / "big.png"
+    PILImage.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 500)
+    with pytest.warns(RuntimeWarning, match=r"big\.png: 30x20 pixels is over Pillow's decompression bomb limit of 500"):
+        assert load_image(path).shape == (20, 30, 3)
