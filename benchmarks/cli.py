@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmpe.benchmarks import ap, nms_bench
+from rmpe.benchmarks import ap, nms_bench, soak
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmpe-bench",
         description="Benchmarks for rmpe. Each subcommand prints a Markdown table: nms gives ratios "
-        "against a baseline in the same run, ap the COCO keypoint AP of exported models through rmpe-run.",
+        "against a baseline in the same run, ap the COCO keypoint AP of exported models through rmpe-run, "
+        "soak the resident memory of a long run.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     nms_bench.add_parser(sub)
     ap.add_parser(sub)
+    soak.add_parser(sub)
     return parser
 
 
