@@ -43,6 +43,7 @@ PROG = "rmpe-run"
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``rmpe-run``."""
     from .estimator import NMS_MODES
+    from .pipeline import MAX_PIXELS, PIXEL_BUDGET
 
     p = argparse.ArgumentParser(prog=PROG, description="Run an exported rmpe pose model on images.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="second pass: crop every person again at a box fitted to its keypoints and merge both "
                      "passes' poses in a second pose NMS (one more graph run per person, about +0.01 AP)")
     run.add_argument("--batch", type=int, default=16, help="most boxes per graph call (default 16)")
+    run.add_argument("--batch-pixels", type=int, default=PIXEL_BUDGET, metavar="N",
+                     help="most pixels of the (padded) images of one graph call; a larger image goes alone "
+                     f"(default {PIXEL_BUDGET:,}: memory follows the images of a call, not the largest of the run)")
+    run.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                     help=f"skip images of more pixels, read from their header before decoding (default {MAX_PIXELS:,}; "
+                     "0: no limit)")
     run.add_argument("--backend", choices=("auto", "ort", "ort-trt", "trt"), default="auto",
                      help="auto: by file suffix; ort-trt: ONNX Runtime's TensorRT provider")
     run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="execution device (default cpu)")
@@ -125,7 +132,8 @@ def _run(args: argparse.Namespace) -> int:
         _say("error: --resume needs --out (the results file of the interrupted run)")
         return 2
     numbers = {"--box-thr": (args.box_thr, 0.0), "--vis-thr": (args.vis_thr, 0.0), "--max-people": (args.max_people, 0),
-               "--threads": (args.threads, 0), "--workers": (args.workers, 1)}
+               "--threads": (args.threads, 0), "--workers": (args.workers, 1),
+               "--batch-pixels": (args.batch_pixels, 1), "--max-pixels": (args.max_pixels, 0)}
     for flag, (value, least) in numbers.items():
         if not math.isfinite(value) or value < least:
             _say(f"error: {flag} {value}: must be a number of at least {least}")
@@ -229,7 +237,8 @@ def _process(args: argparse.Namespace, found, annotations, estimator, source) ->
         bar.write(line, file=sys.stderr) if bar is not None else print(line, file=sys.stderr)
 
     pipeline = Pipeline(estimator, source, sinks, batch=args.batch, box_thr=args.box_thr,
-                        max_people=args.max_people, workers=args.workers)
+                        max_people=args.max_people, workers=args.workers, pixel_budget=args.batch_pixels,
+                        max_pixels=args.max_pixels)
     stop = threading.Event()
     received = _stop_on_signals(stop)
     stats, status = pipeline.stats, 0

@@ -109,8 +109,12 @@ def _to_rgb(image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def load_image(path: Path) -> np.ndarray:
-    """Decode ``path`` to RGB uint8 (EXIF orientation applied); raise :class:`ImageError` on failure."""
+def load_image(path: Path, max_pixels: int = 0) -> np.ndarray:
+    """Decode ``path`` to RGB uint8 (EXIF orientation applied); raise :class:`ImageError` on failure.
+
+    ``max_pixels`` (0: no limit) refuses larger images from their header, before any pixel is
+    decoded: a 37 KB 1-bit PNG can hold 169 M pixels, half a gigabyte once RGB.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -121,6 +125,9 @@ def load_image(path: Path) -> np.ndarray:
         raise ImageError("empty file (0 bytes)")
     try:
         with Image.open(path) as image:
+            if max_pixels and image.width * image.height > max_pixels:
+                raise ImageError(f"{image.width}x{image.height} is {image.width * image.height / 1e6:.0f} M pixels, "
+                                 f"over --max-pixels {max_pixels} (0: no limit)")
             if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
                 warnings.warn(f"{path}: {image.width}x{image.height} pixels is over Pillow's decompression bomb "
                               f"limit of {Image.MAX_IMAGE_PIXELS}; decoding it anyway", RuntimeWarning, stacklevel=2)

@@ -64,23 +64,23 @@ class RunStats:
                 f"nms {s['nms']:.2f} s, write {s['write']:.2f} s")
 
 
-def _timed_load(item: InputItem) -> tuple[np.ndarray | ImageError, float]:
+def _timed_load(item: InputItem, max_pixels: int) -> tuple[np.ndarray | ImageError, float]:
     start = time.perf_counter()
     try:
-        result: np.ndarray | ImageError = load_image(item.path)
+        result: np.ndarray | ImageError = load_image(item.path, max_pixels)
     except ImageError as exc:
         result = exc
     return result, time.perf_counter() - start
 
 
-def decode_ahead(items: list[InputItem], workers: int, ahead: int,
-                 stats: RunStats) -> Iterator[tuple[int, InputItem, np.ndarray | ImageError]]:
+def decode_ahead(items: list[InputItem], workers: int, ahead: int, stats: RunStats,
+                 max_pixels: int = 0) -> Iterator[tuple[int, InputItem, np.ndarray | ImageError]]:
     """Yield decoded images in input order while up to ``ahead`` more decode in ``workers`` threads."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="rmpe-decode") as pool:
         queue: deque[tuple[int, InputItem, Future]] = deque()
         todo = iter(enumerate(items))
         for index, item in todo:
-            queue.append((index, item, pool.submit(_timed_load, item)))
+            queue.append((index, item, pool.submit(_timed_load, item, max_pixels)))
             if len(queue) >= max(1, ahead):
                 break
         while queue:
@@ -91,7 +91,7 @@ def decode_ahead(items: list[InputItem], workers: int, ahead: int,
             stats.seconds["decode"] += seconds
             nxt = next(todo, None)
             if nxt is not None:
-                queue.append((nxt[0], nxt[1], pool.submit(_timed_load, nxt[1])))
+                queue.append((nxt[0], nxt[1], pool.submit(_timed_load, nxt[1], max_pixels)))
             yield index, item, result
 
 
@@ -103,16 +103,26 @@ class _Pending:
     boxes: Boxes
 
 
+PIXEL_BUDGET = 24_000_000  # most pixels of one graph call's padded images (72 MB of uint8); a larger image goes alone
+MAX_PIXELS = 50_000_000  # larger images are refused before decoding (Pillow's bomb warning starts at 89 M)
+
+
 class Pipeline:
-    """Runs an estimator over many images with batching; results go to ``sinks``."""
+    """Runs an estimator over many images with batching; results go to ``sinks``.
+
+    Images share a graph call while their padded batch stays under ``pixel_budget`` pixels, so
+    memory follows the images of a call, not the largest image among many small ones.
+    """
 
     def __init__(self, estimator: PoseEstimator, box_source: BoxSource, sinks: list[Sink], *, batch: int = 16,
-                 box_thr: float = 0.05, max_people: int = 0, workers: int = 2, ahead: int = 8) -> None:
+                 box_thr: float = 0.05, max_people: int = 0, workers: int = 2, ahead: int = 8,
+                 pixel_budget: int = PIXEL_BUDGET, max_pixels: int = MAX_PIXELS) -> None:
         limit = estimator.max_batch
         self.estimator, self.box_source, self.sinks = estimator, box_source, sinks
         self.batch = max(1, min(batch, limit) if limit else batch)
         self.box_thr, self.max_people = box_thr, max_people
         self.workers, self.ahead = workers, ahead
+        self.pixel_budget, self.max_pixels = pixel_budget, max_pixels
         self.stats = RunStats()
         self._pending: list[_Pending] = []
 
@@ -125,7 +135,7 @@ class Pipeline:
         call and reach the sinks, and ``stats.interrupted`` tells the caller the run is incomplete.
         """
         start = time.perf_counter()
-        for index, item, result in decode_ahead(items, self.workers, self.ahead, self.stats):
+        for index, item, result in decode_ahead(items, self.workers, self.ahead, self.stats, self.max_pixels):
             if stop is not None and stop.is_set():
                 self.stats.interrupted = True
                 break
@@ -144,11 +154,16 @@ class Pipeline:
         with self.stats.timed("boxes"):
             boxes = clean_boxes(self.box_source(item, image_id, image), thr=self.box_thr, max_people=self.max_people)
         pending_boxes = sum(len(p.boxes) for p in self._pending)
-        if self._pending and pending_boxes + len(boxes) > self.batch:
+        if self._pending and (pending_boxes + len(boxes) > self.batch or self._padded_pixels(image) > self.pixel_budget):
             self._flush()
         self._pending.append(_Pending(index, item, image, boxes))
         if len(boxes) >= self.batch:
             self._flush()
+
+    def _padded_pixels(self, image: np.ndarray) -> int:
+        """Pixels of the padded batch if ``image`` joined the pending ones (all padded to the largest)."""
+        shapes = [p.image.shape[:2] for p in self._pending] + [image.shape[:2]]
+        return max(h for h, _ in shapes) * max(w for _, w in shapes) * len(shapes)
 
     def _flush(self) -> None:
         """Run the pending images through the graph (and the refine pass) and emit their poses."""

@@ -25,7 +25,7 @@ in rankings, and a merged keypoint with no contributions comes out as NaN with s
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Literal, Union
+from typing import Iterator, Literal, Union
 
 import numpy as np
 
@@ -33,6 +33,7 @@ Mode = Literal["alphapose", "rmpe"]
 
 ZERO_SCORE = 1e-5  # AlphaPose replaces keypoint scores of 0 by this; we do so for any score <= 0 (heatmap peaks can be negative)
 _PAIR_CHUNK = 1 << 14  # candidate pairs evaluated per numpy pass
+_ROW_CHUNK = 512  # reference candidates whose near pairs are found per pass
 
 
 @dataclass(frozen=True)
@@ -219,22 +220,36 @@ def _reach(params: Params, k: int) -> float:
     return max(params.window_radius(), closeness)
 
 
-def _gaps(coords: np.ndarray) -> np.ndarray:
-    """(N, N) gap along one axis between the keypoint extents of every two candidates."""
-    lo, hi = np.fmin.reduce(coords, axis=1), np.fmax.reduce(coords, axis=1)  # NaN if all missing
-    gap = np.maximum(lo[None, :] - hi[:, None], lo[:, None] - hi[None, :])
+def _extent(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) lowest and highest keypoint coordinate of each candidate along one axis (NaN if none)."""
+    return np.fmin.reduce(coords, axis=1), np.fmax.reduce(coords, axis=1)
+
+
+def _gaps(lo: np.ndarray, hi: np.ndarray, rows: slice) -> np.ndarray:
+    """(rows, N) gap along one axis between the extents of candidates ``rows`` and every candidate."""
+    gap = np.maximum(lo[None, :] - hi[rows, None], lo[rows, None] - hi[None, :])
     return np.maximum(gap, 0.0, out=gap)
 
 
-def _near_pairs(xs: np.ndarray, ys: np.ndarray, reach: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs p != j whose keypoint extents are within p's reach (px); others cannot be similar."""
-    gx, gy = _gaps(xs), _gaps(ys)
-    gx *= gx
-    gy *= gy
-    gx += gy
-    near = ~(gx > np.square(reach)[:, None])  # NaN (no keypoints): near
-    np.fill_diagonal(near, False)
-    return np.divmod(near.ravel().nonzero()[0], len(xs))
+def _near_pairs(xs: np.ndarray, ys: np.ndarray, reach: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Pairs p != j whose keypoint extents are within p's reach (px); others cannot be similar.
+
+    Yielded ``_ROW_CHUNK`` references at a time, so 10,000 candidates need (512, 10,000) matrices
+    and pair lists, not (10,000, 10,000) ones (2.3 GB of them at once before).
+    """
+    n = len(xs)
+    (lx, hx), (ly, hy) = _extent(xs), _extent(ys)
+    for lo in range(0, n, _ROW_CHUNK):
+        rows = slice(lo, min(lo + _ROW_CHUNK, n))
+        gx, gy = _gaps(lx, hx, rows), _gaps(ly, hy, rows)
+        gx *= gx
+        gy *= gy
+        gx += gy
+        near = ~(gx > np.square(reach[rows])[:, None])  # NaN (no keypoints): near
+        own = np.arange(rows.stop - lo)
+        near[own, lo + own] = False
+        p, j = near.nonzero()
+        yield p + lo, j
 
 
 def _similar(
@@ -245,16 +260,16 @@ def _similar(
     n, k = tanh_scores.shape
     reach = np.maximum(_reach(params, k) * units, match_px) * (1 + 1e-6)
     similar = np.eye(n, dtype=bool)
-    pairs_p, pairs_j = _near_pairs(xs, ys, reach)
-    for lo in range(0, len(pairs_p), _PAIR_CHUNK):  # bounds memory in crowded scenes
-        p, j = pairs_p[lo:lo + _PAIR_CHUNK], pairs_j[lo:lo + _PAIR_CHUNK]
-        dx, dy, dist = _offsets(xs, ys, j, p)
-        unit = units[p, None]
-        both = np.take(tanh_scores, j, axis=0) * np.take(tanh_scores, p, axis=0)
-        ksim = _row_sums(params.window(dx, dy, dist, unit) * both)
-        simi = ksim + params.mu * _row_sums(params.closeness(dist, unit))
-        matches = np.count_nonzero(dist <= match_px[p, None], axis=1)
-        similar[p, j] = (simi > params.gamma) | (matches >= params.match_thresh)
+    for pairs_p, pairs_j in _near_pairs(xs, ys, reach):
+        for lo in range(0, len(pairs_p), _PAIR_CHUNK):  # bounds memory in crowded scenes
+            p, j = pairs_p[lo:lo + _PAIR_CHUNK], pairs_j[lo:lo + _PAIR_CHUNK]
+            dx, dy, dist = _offsets(xs, ys, j, p)
+            unit = units[p, None]
+            both = np.take(tanh_scores, j, axis=0) * np.take(tanh_scores, p, axis=0)
+            ksim = _row_sums(params.window(dx, dy, dist, unit) * both)
+            simi = ksim + params.mu * _row_sums(params.closeness(dist, unit))
+            matches = np.count_nonzero(dist <= match_px[p, None], axis=1)
+            similar[p, j] = (simi > params.gamma) | (matches >= params.match_thresh)
     return similar
 
 
