@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rmpe.export.hourglass import StackedHourglass
+from rmpe.export.networks.hourglass import StackedHourglass
 
 
 def live_parameters(model: torch.nn.Module) -> int:
