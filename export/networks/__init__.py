@@ -22,8 +22,15 @@ def _hourglass(num_keypoints: int, options: dict[str, Any]) -> nn.Module:
     return StackedHourglass(num_keypoints=num_keypoints, **options)
 
 
+def _hrnet(num_keypoints: int, options: dict[str, Any]) -> nn.Module:
+    from rmpe.export.networks.hrnet import HRNet
+
+    return HRNet(num_keypoints=num_keypoints, **options)
+
+
 ARCHITECTURES: dict[str, Builder] = {
     "hourglass": _hourglass,
+    "hrnet": _hrnet,
 }
 
 
