@@ -28,9 +28,30 @@ def _hrnet(num_keypoints: int, options: dict[str, Any]) -> nn.Module:
     return HRNet(num_keypoints=num_keypoints, **options)
 
 
+def _fastpose(num_keypoints: int, options: dict[str, Any]) -> nn.Module:
+    from rmpe.export.networks.fastpose import FastPose
+
+    return FastPose(num_keypoints, **options)
+
+
+def _fastpose_duc(num_keypoints: int, options: dict[str, Any]) -> nn.Module:
+    from rmpe.export.networks.fastpose import FastPoseDUC
+
+    return FastPoseDUC(num_keypoints, **options)
+
+
+def _simplebaseline(num_keypoints: int, options: dict[str, Any]) -> nn.Module:
+    from rmpe.export.networks.simplebaseline import SimpleBaseline
+
+    return SimpleBaseline(num_keypoints, **options)
+
+
 ARCHITECTURES: dict[str, Builder] = {
     "hourglass": _hourglass,
     "hrnet": _hrnet,
+    "fastpose": _fastpose,
+    "fastpose-duc": _fastpose_duc,
+    "simplebaseline": _simplebaseline,
 }
 
 
