@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmpe.benchmarks import ap, nms_bench, soak
+from rmpe.benchmarks import ap, nms_bench, soak, tracking
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     nms_bench.add_parser(sub)
     ap.add_parser(sub)
     soak.add_parser(sub)
+    tracking.add_parser(sub)
     return parser
 
 

@@ -29,7 +29,16 @@ examples:
   # AlphaPose --detfile form, a glob, GPU
   rmpe-run model.onnx 'frames/*.png' --detfile dets.json --device cuda --batch 64
 
+  # a video: every 2nd frame from 0:10 to 0:20, people tracked, drawn into a video (needs rmpe[video])
+  rmpe-run model.onnx clip.mp4 --detector yolov8n.onnx --every 2 --start 10 --end 20 --track \
+      --out results.json --save-video poses.mp4
+
+  # images on Ray (needs rmpe[ray]): a local instance, or --ray auto / --ray ray://HEAD:10001 for a cluster
+  rmpe-run model.onnx photos/ --boxes dets.json --out results.json --ray
+
 boxes, in this order: --boxes/--detfile, then --detector, otherwise one box covering each image.
+a video's frames are numbered from 0 at its first frame; their results carry "frame" and "video", with
+image_id the frame index (--frame-ids alphapose: "N.jpg"), and --boxes files match frames by that index.
 results are journalled image by image in OUT.partial; SIGINT or SIGTERM stops after the current
 graph call and writes OUT for the images done (exit 130 / 143); after any interruption, even a
 kill, the same command with --resume processes only the images not yet done.
@@ -43,12 +52,14 @@ PROG = "rmpe-run"
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``rmpe-run``."""
     from .estimator import NMS_MODES
+    from .frames import FRAME_IDS
     from .pipeline import MAX_PIXELS, PIXEL_BUDGET
+    from .tracking import TrackerConfig
 
     p = argparse.ArgumentParser(prog=PROG, description="Run an exported rmpe pose model on images.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="model.onnx (ONNX Runtime) or a TensorRT engine (.plan/.engine)")
-    p.add_argument("inputs", nargs="+", help="images, folders, glob patterns or .txt files listing image paths")
+    p.add_argument("inputs", nargs="+", help="images, videos, folders, glob patterns or .txt files listing paths")
     p.add_argument("--recursive", action="store_true", help="look into sub-folders of input folders")
     out = p.add_argument_group("outputs")
     out.add_argument("--out", type=Path, help="COCO keypoint results JSON to write")
@@ -92,7 +103,40 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--session-option", action="append", default=[], metavar="KEY=VALUE",
                      help="ONNX Runtime session config entry (repeatable)")
     run.add_argument("--workers", type=int, default=2, help="image decoding threads (default 2)")
+    vid = p.add_argument_group("video and tracking (rmpe[video])")
+    vid.add_argument("--every", type=int, default=1, metavar="N", help="take every N-th frame of a video (default 1)")
+    vid.add_argument("--start", type=_time, default=0.0, metavar="T", help="first time taken, seconds or [H:]M:S")
+    vid.add_argument("--end", type=_time, metavar="T", help="stop before this time, seconds or [H:]M:S")
+    vid.add_argument("--save-video", type=Path, metavar="FILE",
+                     help="the poses drawn into a video at the source's frame rate (divided by --every): FILE for one "
+                     "video input (.mp4 .m4v .mov .mkv .avi), else a folder receiving NAME.mp4 per video")
+    vid.add_argument("--frame-ids", choices=FRAME_IDS, default="index",
+                     help="image_id of a frame's results: its index (default) or AlphaPose's \"N.jpg\"")
+    vid.add_argument("--track", action="store_true",
+                     help="give each person an id kept across frames (OKS + box IoU, Hungarian matching), written "
+                     "as idx and drawn in its colour; the images of a run are one sequence, each video another")
+    vid.add_argument("--track-ttl", type=int, default=TrackerConfig.ttl, metavar="FRAMES",
+                     help=f"frames a lost person keeps its id (default {TrackerConfig.ttl})")
+    vid.add_argument("--track-thr", type=float, default=TrackerConfig.min_similarity, metavar="S",
+                     help=f"least similarity (0.5 OKS + 0.5 IoU) of a match (default {TrackerConfig.min_similarity})")
+    dist = p.add_argument_group("distributed (rmpe[ray])")
+    dist.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                      help="run the images on Ray Data, one model session per worker: alone, a new local instance; "
+                      "auto, the running cluster; ray://HOST:10001, a remote one. Put it after the inputs, or "
+                      "write --ray=ADDRESS")
+    dist.add_argument("--ray-workers", type=int, default=0, metavar="N",
+                      help="Ray actors, each holding one session (default: the cluster's CPUs / --threads)")
     return p
+
+
+def _time(text: str) -> float:
+    """argparse type of --start / --end."""
+    from .video import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _say(message: str) -> None:
@@ -121,7 +165,9 @@ def _run(args: argparse.Namespace) -> int:
     from .boxes import BoxFileError, DetectionFile, image_ids, read_annotation_ids, whole_image
     from .detector import DetectorError
     from .estimator import PoseEstimator
-    from .images import find_inputs
+    from .frames import check_sequence_options
+    from .images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, find_inputs, is_video_file
+    from .video import FrameItem
     from .outputs import OutputError, OutputLock, check_outputs
     from .writers import drawing_path
 
@@ -133,11 +179,16 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     numbers = {"--box-thr": (args.box_thr, 0.0), "--vis-thr": (args.vis_thr, 0.0), "--max-people": (args.max_people, 0),
                "--threads": (args.threads, 0), "--workers": (args.workers, 1),
-               "--batch-pixels": (args.batch_pixels, 1), "--max-pixels": (args.max_pixels, 0)}
+               "--batch-pixels": (args.batch_pixels, 1), "--max-pixels": (args.max_pixels, 0),
+               "--every": (args.every, 1), "--track-ttl": (args.track_ttl, 0), "--track-thr": (args.track_thr, 0.0),
+               "--ray-workers": (args.ray_workers, 0)}
     for flag, (value, least) in numbers.items():
         if not math.isfinite(value) or value < least:
             _say(f"error: {flag} {value}: must be a number of at least {least}")
             return 2
+    if args.end is not None and args.end <= args.start:
+        _say(f"error: --end {args.end:g} s must come after --start {args.start:g} s")
+        return 2
     config = {}
     for entry in args.session_option:
         key, sep, value = entry.partition("=")
@@ -151,15 +202,16 @@ def _run(args: argparse.Namespace) -> int:
         _say(problem)
     if found.skipped:
         shown = ", ".join(found.skipped[:5]) + (", ..." if len(found.skipped) > 5 else "")
-        _say(f"skipped {len(found.skipped)} file(s) that are not images: {shown}")
+        _say(f"skipped {len(found.skipped)} file(s) that are not images or videos: {shown}")
     if not found.items:
         _say(f"error: no images found in {', '.join(args.inputs)} "
-             "(looked for .jpg .jpeg .png .bmp .webp .tif .tiff)")
+             f"(looked for {' '.join(IMAGE_SUFFIXES)}, and videos {' '.join(VIDEO_SUFFIXES)})")
         return 2
 
     try:
         targets = [drawing_path(args.save_img, item.name) for item in found.items] if args.save_img else []
         check_outputs(args.out, args.save_img, targets, found.items)
+        args.save_video = check_sequence_options(args, found.items)
     except OutputError as exc:
         _say(f"error: {exc}")
         return 2
@@ -180,9 +232,13 @@ def _run(args: argparse.Namespace) -> int:
         return 2
 
     if detections is not None:
-        _check_detections(detections, found.items, image_ids([item.name for item in found.items], annotations))
+        images = [item for item in found.items if not is_video_file(item.path)]
+        if images:
+            _check_detections(detections, images, image_ids([item.name for item in images], annotations))
 
         def source(item, image_id, image):
+            if isinstance(item, FrameItem):  # a frame's boxes are those of its index (or AlphaPose's "N.jpg")
+                return detections.lookup(f"{item.frame}.jpg", item.frame)
             return detections.lookup(item.name, image_id)
     elif estimator.detector is not None:
         def source(item, image_id, image):
@@ -203,48 +259,69 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _process(args: argparse.Namespace, found, annotations, estimator, source) -> int:
-    """Run the pipeline over ``found``'s images and write the outputs; returns the exit status."""
+    """Run the pipeline (or Ray) over ``found``'s images, then its videos, and write the outputs; returns
+    the exit status."""
     from .backends import BackendError
     from .boxes import image_ids
+    from .frames import ResultSink, estimate_frames, run_videos
+    from .images import is_video_file
     from .pipeline import Pipeline
-    from .writers import ImageWriter, JsonWriter, journal_path
+    from .tracking import TrackerConfig
+    from .writers import ImageWriter, JsonWriter, journal_path, read_journal
 
-    ids = image_ids([item.name for item in found.items], annotations)
-    id_of = dict(zip((item.name for item in found.items), ids))
+    images = [item for item in found.items if not is_video_file(item.path)]
+    videos = [item for item in found.items if is_video_file(item.path)]
+    ids = image_ids([item.name for item in images], annotations)
+    id_of = dict(zip((item.name for item in images), ids))
     if args.out is not None and journal_path(args.out).is_file() != args.resume:
         _say(f"warning: {journal_path(args.out)} " + ("holds an interrupted run's results and is replaced; add --resume to "
              "finish that run instead" if not args.resume else "is missing: nothing to resume, every image is run"))
     try:
-        json_writer = JsonWriter(args.out, [item.name for item in found.items], args.resume) if args.out else None
+        json_writer = JsonWriter(args.out, [item.name for item in images], args.resume) if args.out else None
     except OSError as exc:
         _say(f"error: cannot write {args.out}: {exc.strerror or exc}")
         return 2
-    todo = found.items
+    todo = images
     if json_writer is not None and json_writer.done:
-        todo = [item for item in found.items if item.name not in json_writer.done]
-        _say(f"resuming: {len(found.items) - len(todo)} of {len(found.items)} images already in {json_writer.journal}")
-    image_writer = ImageWriter(args.save_img, estimator.skeleton, args.vis_thr) if args.save_img else None
-    sinks = []
-    if json_writer is not None:
-        sinks.append(lambda index, item, image, poses: json_writer.add(item.name, id_of[item.name], poses))
-    if image_writer is not None:
-        sinks.append(lambda index, item, image, poses: image_writer.add(item.name, image, poses))
+        todo = [item for item in images if item.name not in json_writer.done]
+        frames_done = len(json_writer.done) - (len(images) - len(todo))
+        _say(f"resuming: {len(images) - len(todo)} of {len(images)} images" +
+             (f" and {frames_done} video frames" if videos else "") + f" already in {json_writer.journal}")
+    tracking = TrackerConfig(ttl=args.track_ttl, min_similarity=args.track_thr) if args.track else None
+    sink = ResultSink(estimator.keypoint_names, estimator.skeleton, json_writer=json_writer,
+                      image_writer=ImageWriter(args.save_img, estimator.skeleton, args.vis_thr) if args.save_img else None,
+                      tracking=tracking, frame_ids=args.frame_ids, image_ids=id_of, vis_thr=args.vis_thr)
+    if json_writer is not None and json_writer.done:
+        sink.resume(read_journal(args.out))
 
-    bar = _progress(len(todo), args.quiet)
+    bar = _progress(len(todo) + sum(estimate_frames(v.path, args) for v in videos), args.quiet)
 
     def on_failure(item, problem: str) -> None:
         line = f"{PROG}: skipped {item.path}: {problem}"
         bar.write(line, file=sys.stderr) if bar is not None else print(line, file=sys.stderr)
 
-    pipeline = Pipeline(estimator, source, sinks, batch=args.batch, box_thr=args.box_thr,
+    pipeline = Pipeline(estimator, source, [sink], batch=args.batch, box_thr=args.box_thr,
                         max_people=args.max_people, workers=args.workers, pixel_budget=args.batch_pixels,
                         max_pixels=args.max_pixels)
     stop = threading.Event()
     received = _stop_on_signals(stop)
     stats, status = pipeline.stats, 0
+    progress = bar.update if bar is not None else None
     try:
-        stats = pipeline.run(todo, [id_of[item.name] for item in todo], on_failure,
-                             progress=bar.update if bar is not None else None, stop=stop)
+        if args.ray is not None:
+            from .ray import RayError, run_on_ray
+
+            estimator.close()
+            try:
+                stats = run_on_ray(args, todo, [id_of[item.name] for item in todo], source, json_writer, on_failure,
+                                   progress, stop)
+            except RayError as exc:
+                _say(f"error: {exc}")
+                status = 2
+        else:
+            stats = pipeline.run(todo, [id_of[item.name] for item in todo], on_failure, progress=progress, stop=stop)
+            run_videos(pipeline, sink, videos, args, json_writer.done if json_writer else set(), on_failure,
+                       progress, stop, say=_say)
     except (BackendError, OSError) as exc:
         _say(f"error: {exc}")
         status = 2
@@ -253,6 +330,7 @@ def _process(args: argparse.Namespace, found, annotations, estimator, source) ->
         if bar is not None:
             bar.close()
         estimator.close()
+        sink.end_video()
         if json_writer is not None:
             json_writer.close(complete=status == 0 and not stats.interrupted)
     if stats.interrupted:

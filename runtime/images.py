@@ -6,10 +6,12 @@ import glob
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts")  # decoded by rmpe.runtime.video
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 _GLOB_CHARS = "*?["
 
@@ -40,13 +42,22 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_video_file(path: Path) -> bool:
+    """True for a file whose suffix is one of the video formats read through PyAV."""
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _is_input(path: Path) -> bool:
+    return is_image_file(path) or is_video_file(path)
+
+
 def _scan_folder(folder: Path, recursive: bool, found: Inputs) -> None:
     files = folder.rglob("*") if recursive else folder.iterdir()
     for path in sorted(files):
         rel = path.relative_to(folder)
         if not path.is_file() or any(part.startswith(".") for part in rel.parts):
             continue
-        if is_image_file(path):
+        if _is_input(path):
             found.items.append(InputItem(path, rel.as_posix()))
         else:
             found.skipped.append(rel.as_posix())
@@ -69,7 +80,7 @@ def _read_list(list_file: Path, found: Inputs) -> None:
 
 
 def find_inputs(specs: list[str], recursive: bool = False) -> Inputs:
-    """Expand image files, folders, glob patterns and ``.txt`` path lists into an ordered list."""
+    """Expand image and video files, folders, glob patterns and ``.txt`` path lists into an ordered list."""
     found = Inputs()
     for spec in specs:
         path = Path(spec)
@@ -81,7 +92,7 @@ def find_inputs(specs: list[str], recursive: bool = False) -> Inputs:
             found.items.append(InputItem(path, path.name))
         elif any(c in spec for c in _GLOB_CHARS):
             matches = [Path(p) for p in sorted(glob.glob(spec, recursive=True))]
-            files = [p for p in matches if p.is_file() and is_image_file(p)]
+            files = [p for p in matches if p.is_file() and _is_input(p)]
             if not files:
                 found.problems.append(f"{spec}: pattern matches no images")
             found.items.extend(InputItem(p, p.name) for p in files)
@@ -115,21 +126,27 @@ def load_image(path: Path, max_pixels: int = 0) -> np.ndarray:
     ``max_pixels`` (0: no limit) refuses larger images from their header, before any pixel is
     decoded: a 37 KB 1-bit PNG can hold 169 M pixels, half a gigabyte once RGB.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise ImageError(f"cannot open ({exc.strerror or exc.__class__.__name__})") from None
     if size == 0:
         raise ImageError("empty file (0 bytes)")
+    return decode_image(path, max_pixels, str(path))
+
+
+def decode_image(source: Path | BinaryIO, max_pixels: int = 0, label: str = "") -> np.ndarray:
+    """Decode an image file or file object (bytes fetched from a URI) as :func:`load_image` does;
+    ``label`` names it in warnings."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             if max_pixels and image.width * image.height > max_pixels:
                 raise ImageError(f"{image.width}x{image.height} is {image.width * image.height / 1e6:.0f} M pixels, "
                                  f"over --max-pixels {max_pixels} (0: no limit)")
             if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
-                warnings.warn(f"{path}: {image.width}x{image.height} pixels is over Pillow's decompression bomb "
+                warnings.warn(f"{label}: {image.width}x{image.height} pixels is over Pillow's decompression bomb "
                               f"limit of {Image.MAX_IMAGE_PIXELS}; decoding it anyway", RuntimeWarning, stacklevel=2)
             image.load()
             image = ImageOps.exif_transpose(image)

@@ -15,7 +15,7 @@ from collections import deque
 from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
@@ -134,20 +134,34 @@ class Pipeline:
         Once ``stop`` is set no further image is taken: the images already read finish their graph
         call and reach the sinks, and ``stats.interrupted`` tells the caller the run is incomplete.
         """
+        decoded = ((item, ids[index], result) for index, item, result in
+                   decode_ahead(items, self.workers, self.ahead, self.stats, self.max_pixels))
+        return self.run_decoded(decoded, on_failure, progress, stop)
+
+    def run_decoded(self, decoded: Iterable[tuple[InputItem, ImageId, np.ndarray | ImageError]],
+                    on_failure: Callable[[InputItem, str], None], progress: Callable[[], None] | None = None,
+                    stop: threading.Event | None = None) -> RunStats:
+        """As :meth:`run`, for images decoded elsewhere (a video's frames, a Ray batch): (item, id,
+        image or error) in order. Counts and seconds add up over calls."""
         start = time.perf_counter()
-        for index, item, result in decode_ahead(items, self.workers, self.ahead, self.stats, self.max_pixels):
-            if stop is not None and stop.is_set():
-                self.stats.interrupted = True
-                break
-            if isinstance(result, ImageError):
-                self.stats.failures += 1
-                on_failure(item, str(result))
-            else:
-                self._add(index, item, ids[index], result)
-            if progress is not None:
-                progress()
-        self._flush()
-        self.stats.wall = time.perf_counter() - start
+        decoded = iter(decoded)
+        try:
+            for index, (item, image_id, result) in enumerate(decoded):
+                if stop is not None and stop.is_set():
+                    self.stats.interrupted = True
+                    break
+                if isinstance(result, ImageError):
+                    self.stats.failures += 1
+                    on_failure(item, str(result))
+                else:
+                    self._add(index, item, image_id, result)
+                if progress is not None:
+                    progress()
+            self._flush()
+        finally:
+            if hasattr(decoded, "close"):
+                decoded.close()  # stops a decoding thread that is ahead of an interrupted run
+        self.stats.wall += time.perf_counter() - start
         return self.stats
 
     def _add(self, index: int, item: InputItem, image_id: ImageId, image: np.ndarray) -> None:

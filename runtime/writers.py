@@ -88,7 +88,11 @@ class JsonWriter:
 
     def add(self, name: str, image_id: ImageId, poses: Poses) -> None:
         """Journal the poses of the image ``name`` (durably: flushed and fsynced)."""
-        record = {"name": name, "image_id": image_id, "entries": coco_entries(image_id, poses)}
+        self.add_entries(name, image_id, coco_entries(image_id, poses))
+
+    def add_entries(self, name: str, image_id: ImageId, entries: list[dict]) -> None:
+        """Journal results entries made elsewhere (a video frame's, with its track ids) for ``name``."""
+        record = {"name": name, "image_id": image_id, "entries": entries}
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -116,12 +120,12 @@ class ImageWriter:
         self.folder = Path(folder)
         self.skeleton, self.vis_thr = skeleton, vis_thr
 
-    def add(self, name: str, image: np.ndarray, poses: Poses) -> Path:
-        """Draw the poses on ``image`` and save it at :func:`drawing_path`."""
+    def add(self, name: str, image: np.ndarray, poses: Poses, ids: np.ndarray | None = None) -> Path:
+        """Draw the poses (with their track ``ids``, if any) on ``image`` and save it at :func:`drawing_path`."""
         from .draw import draw_poses
 
         target = drawing_path(self.folder, name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        drawn = draw_poses(image, poses, self.skeleton, self.vis_thr)
+        drawn = draw_poses(image, poses, self.skeleton, self.vis_thr, ids)
         drawn.save(target, quality=90) if target.suffix == ".jpg" else drawn.save(target)
         return target

@@ -231,8 +231,16 @@ def _palette(rng: np.random.Generator) -> dict:
 def _make_person(rng: np.random.Generator, height_px: float) -> _Person:
     """Sample proportions, pose and facing; project to 2-D (person centred at the origin)."""
     ang, roll = _sample_angles(rng)
+    return _pose_person(rng, ang, roll, height_px)
+
+
+def _pose_person(rng: np.random.Generator, ang: dict, roll: float, height_px: float,
+                 yaw: float | None = None) -> _Person:
+    """The person of joint angles ``ang`` and in-plane ``roll``: proportions, facing (``yaw`` if given)
+    and clothes drawn from ``rng``, so the same ``rng`` state gives the same person in a new pose."""
     pts3, dim = _body_3d(rng, ang)
-    yaw = _sample_facing(rng)
+    sampled_yaw = _sample_facing(rng)
+    yaw = sampled_yaw if yaw is None else yaw
     names = list(pts3)
     arr = np.stack([pts3[n] for n in names])
     cam = arr @ _rot_y(yaw).T
@@ -587,6 +595,15 @@ def render_sample(seed: int, index: int, config: SynthConfig = SynthConfig()) ->
     heights = np.exp(rng.uniform(math.log(lo), math.log(0.95 * h), n))
     heights = heights[np.argsort(heights * rng.lognormal(0, 0.3, n))]  # far (small) people first
     people = [_place_person(rng, float(ph), w, h) for ph in heights]
+    annotations, det_people, kept = draw_people(painter, people, w, h, index + 1)
+    detections = [{"image_id": index + 1, **d} for d in _simulate_detections(rng, det_people, clutter, w, h)]
+    return Sample(_finish(rng, canvas), annotations, detections, kept)
+
+
+def draw_people(painter: _Painter, people: list[_Person], w: int, h: int,
+                image_id: int) -> tuple[list[dict], list[tuple[_Person, np.ndarray, float]], list[np.ndarray]]:
+    """Draw ``people`` far to near; their COCO annotations (people left with no visible pixel are
+    left out), the (person, box, visible fraction) the simulated detector needs, and their masks."""
     masks = []
     for person in people:
         painter.start_mask((w, h))
@@ -603,12 +620,11 @@ def render_sample(seed: int, index: int, config: SynthConfig = SynthConfig()) ->
         ys, xs = np.nonzero(m)
         gt = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], float)
         kps, num = _keypoint_flags(person, i, label)
-        annotations.append({"image_id": index + 1, "category_id": 1, "iscrowd": 0, "num_keypoints": num,
+        annotations.append({"image_id": image_id, "category_id": 1, "iscrowd": 0, "num_keypoints": num,
                             "keypoints": kps, "bbox": _xywh(gt), "area": float(visible)})
         det_people.append((person, gt, visible / int(m.sum())))
         kept.append(m)
-    detections = [{"image_id": index + 1, **d} for d in _simulate_detections(rng, det_people, clutter, w, h)]
-    return Sample(_finish(rng, canvas), annotations, detections, kept)
+    return annotations, det_people, kept
 
 
 def coco_category() -> dict:
