@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e '.[train,bench,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,bench,dev,video,ray]'
 	if command -v npm >/dev/null; then npm ci --ignore-scripts --prefix examples/node --silent; fi
 	touch $(STAMP)
 

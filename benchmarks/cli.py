@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmpe.benchmarks import ap, nms_bench, soak, tracking
+from rmpe.benchmarks import ap, nms_bench, ray_throughput, soak, tracking
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_parser(sub)
     soak.add_parser(sub)
     tracking.add_parser(sub)
+    ray_throughput.add_parser(sub)
     return parser
 
 

@@ -186,6 +186,10 @@ def _run(args: argparse.Namespace) -> int:
         if not math.isfinite(value) or value < least:
             _say(f"error: {flag} {value}: must be a number of at least {least}")
             return 2
+    if args.ray not in (None, "local", "auto") and "://" not in args.ray and Path(args.ray).exists():
+        _say(f"error: --ray {args.ray}: that is an input, not a Ray address; put --ray after the inputs "
+             "or write --ray=ADDRESS")
+        return 2
     if args.end is not None and args.end <= args.start:
         _say(f"error: --end {args.end:g} s must come after --start {args.start:g} s")
         return 2
@@ -198,6 +202,14 @@ def _run(args: argparse.Namespace) -> int:
         config[key] = value
 
     found = find_inputs(args.inputs, recursive=args.recursive)
+    if args.ray is not None:
+        from .ray import RayError, expand_lists
+
+        try:
+            found = expand_lists(found)
+        except RayError as exc:
+            _say(f"error: {exc}")
+            return 2
     for problem in found.problems:
         _say(problem)
     if found.skipped:
@@ -305,7 +317,7 @@ def _process(args: argparse.Namespace, found, annotations, estimator, source) ->
                         max_pixels=args.max_pixels)
     stop = threading.Event()
     received = _stop_on_signals(stop)
-    stats, status = pipeline.stats, 0
+    stats, status, ray_workers = pipeline.stats, 0, 0
     progress = bar.update if bar is not None else None
     try:
         if args.ray is not None:
@@ -313,8 +325,8 @@ def _process(args: argparse.Namespace, found, annotations, estimator, source) ->
 
             estimator.close()
             try:
-                stats = run_on_ray(args, todo, [id_of[item.name] for item in todo], source, json_writer, on_failure,
-                                   progress, stop)
+                stats, ray_workers = run_on_ray(args, todo, [id_of[item.name] for item in todo], json_writer,
+                                                on_failure, progress, stop)
             except RayError as exc:
                 _say(f"error: {exc}")
                 status = 2
@@ -339,7 +351,10 @@ def _process(args: argparse.Namespace, found, annotations, estimator, source) ->
             f"; their results are in {args.out}; add --resume to the same command to finish the rest" if args.out else ""))
         return 128 + received["signal"]
     if not args.quiet and status == 0:
-        _say(stats.summary() + (f"; results in {args.out}" if args.out else ""))
+        line = stats.summary() if args.ray is None else (
+            f"{stats.images} images, {stats.people} people, {stats.failures} failures in {stats.wall:.2f} s on Ray "
+            f"({stats.images / max(stats.wall, 1e-9):.1f} images/s, {ray_workers} workers)")
+        _say(line + (f"; results in {args.out}" if args.out else ""))
     return status or (1 if stats.images == 0 and stats.failures else 0)
 
 
