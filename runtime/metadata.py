@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .keypoints import check_layout
+from .keypoints import LAYOUTS, check_layout, check_sigmas, layout_for_names
 
 INPUT_IMAGES = "images"
 INPUT_IMAGE_SIZES = "image_sizes"
@@ -42,6 +42,18 @@ class ModelMetadata:
     crop: dict[str, Any] = field(default_factory=dict)  # {"taps": T, "cast_first": bool}: how the graph samples crops
     pose_nms: dict[str, Any] = field(default_factory=dict)  # {"default": mode, "modes": {mode: constants}}
     extra: dict[str, Any] = field(default_factory=dict)
+    layout: str = ""  # a runtime.keypoints.LAYOUTS key, or another name for a layout of the user's own
+    oks_sigmas: list[float] | None = None  # per keypoint; None: no COCO keypoint AP (e.g. MPII, scored by PCKh)
+
+    def __post_init__(self) -> None:
+        """Fill what a model exported before layouts existed lacks: its layout, found from its
+        keypoint names, and its OKS sigmas, taken from the layout."""
+        if not self.layout and isinstance(self.keypoint_names, list):
+            found = layout_for_names(self.keypoint_names)
+            self.layout = found.name if found else ""
+        known = LAYOUTS.get(self.layout) if isinstance(self.layout, str) else None
+        if self.oks_sigmas is None and known and known.oks_sigmas is not None:
+            self.oks_sigmas = list(known.oks_sigmas)
 
     @property
     def num_keypoints(self) -> int:
@@ -74,6 +86,16 @@ class ModelMetadata:
         the pose NMS index with)."""
         try:
             check_layout(self.keypoint_names, self.skeleton, self.flip_pairs)
+        except ValueError as exc:
+            raise ValueError(f"metadata {exc}") from None
+        if not isinstance(self.layout, str):
+            raise ValueError(f"metadata layout must be a name, got {self.layout!r}")
+        known = LAYOUTS.get(self.layout)
+        if known and known.num_keypoints != self.num_keypoints:
+            raise ValueError(f"metadata layout {self.layout} has {known.num_keypoints} keypoints, "
+                             f"keypoint_names has {self.num_keypoints}")
+        try:
+            check_sigmas(self.oks_sigmas, self.num_keypoints)
         except ValueError as exc:
             raise ValueError(f"metadata {exc}") from None
         size = self.input_size
