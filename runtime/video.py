@@ -236,7 +236,8 @@ class VideoWriter:
         stream.width, stream.height, stream.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
         stream.codec_context.thread_count = self.threads
         if self.codec == "libx264":
-            stream.options = {"crf": str(self.quality), "preset": "fast"}
+            stream.options = {"crf": str(self.quality), "preset": "fast",
+                              **({"threads": str(self.threads)} if self.threads else {})}
         else:
             stream.codec_context.bit_rate = int(stream.width * stream.height * float(self.fps) * 0.5)
         self.stream = stream

@@ -6,7 +6,9 @@ them enter or leave the frame. A walker keeps its body, clothes and facing in ev
 (``numpy.random.default_rng([seed, clip, 0, person])`` is drawn afresh per frame) while its arms
 and legs swing with a stride that matches its speed. Every frame has COCO keypoint annotations with
 ``track_id`` (the walker, from 1) and ``image_id`` = the frame index, and simulated detections;
-``rmpe-data synth-video`` writes each clip as H.264 MP4 with those two files beside it.
+``rmpe-data synth-video`` writes each clip as H.264 MP4 with those two files beside it. A seed
+gives the same frames and JSON bytes; the MP4 bytes can differ slightly between encodes (the x264
+inside PyAV's wheel is not always bit-exact), by about one grey level on average.
 """
 
 from __future__ import annotations
