@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rmpe.export.config import ModelConfig
-from rmpe.export.hourglass import StackedHourglass
+from rmpe.export.config import CROP_TAPS, ModelConfig
+from rmpe.export.networks import build_network
 from rmpe.export.stn import Localisation, apply_affine, sdtn_points
 from rmpe.runtime.keypoints import flip_permutation
 
@@ -76,6 +76,15 @@ def crop_transform(boxes: torch.Tensor, aspect: float, enlarge: float) -> torch.
     half_w, half_h = w * (enlarge / 2), h * (enlarge / 2)
     zero = torch.zeros_like(cx)
     return torch.stack([torch.stack([half_w, zero, cx], 1), torch.stack([zero, half_h, cy], 1)], 1)
+
+
+def centre_on_integers(to_image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The crop affine of a source whose pixel i is centred on i (OpenCV's warpAffine: AlphaPose,
+    HRNet): its crop pixel j samples its image point c + (j − side/2)·box/side, which in rmpe's
+    coordinates (pixel i covers [i, i+1)) moves every sample by 0.5 − (box/2)/side pixels."""
+    h, w = size
+    half = torch.stack([to_image[:, 0, 0] / w, to_image[:, 1, 1] / h], 1)  # half a crop pixel, in image pixels
+    return torch.cat([to_image[:, :, :2], (to_image[:, :, 2] + 0.5 - half).unsqueeze(2)], 2)
 
 
 def compose_affine(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
@@ -188,7 +197,6 @@ def sample_crops(images: ImageBatch, image_index: torch.Tensor, to_image: torch.
     return gather_average(images, image_index, x, y).reshape(-1, 3, size[0], size[1])
 
 
-CROP_TAPS = 3  # samples per crop pixel per axis (footprint_taps); 0: one exact bilinear sample
 HEATMAP_KINDS = ("gaussian", "softmax")  # unit-peak Gaussians regressed by MSE, or logits under a spatial softmax
 LOG_FLOOR = 1e-3  # heatmap values below this share of the peak count as this share (keeps the log finite)
 
@@ -229,6 +237,31 @@ def decode_heatmaps(heatmaps: torch.Tensor, score_map: torch.Tensor | None = Non
     return xy, score[:, :, 0]
 
 
+def decode_quarter_offset(heatmaps: torch.Tensor, margin: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K, h, w) → keypoints (N, K, 2) in heatmap cells and raw peak scores, as AlphaPose and
+    HRNet decode: the argmax cell (cell i centred on i), moved 0.25 cell toward the larger
+    neighbour on each axis where the peak keeps ``margin`` = (top/left, bottom/right) cells from
+    the edges, and (0, 0) where the peak is not positive."""
+    n, k, h, w = heatmaps.shape
+    flat = heatmaps.reshape(-1, k, h * w)
+    score, index = flat.max(dim=2, keepdim=True)
+    position = index.to(heatmaps.dtype)
+    y = torch.floor(position / w)
+    x = position - y * w
+
+    def at(dx: int, dy: int) -> torch.Tensor:
+        xx = (x + dx).clamp(0, w - 1)
+        yy = (y + dy).clamp(0, h - 1)
+        return flat.gather(2, (yy * w + xx).long())
+
+    low, high = margin
+    movable = ((x >= low) & (x <= w - 1 - high) & (y >= low) & (y <= h - 1 - high)).to(heatmaps.dtype)
+    x = x + 0.25 * torch.sign(at(1, 0) - at(-1, 0)) * movable
+    y = y + 0.25 * torch.sign(at(0, 1) - at(0, -1)) * movable
+    positive = (score > 0).to(heatmaps.dtype)
+    return torch.cat([x, y], 2) * positive, score[:, :, 0]
+
+
 def blur_kernel(sigma: float, channels: int) -> torch.Tensor:
     """(channels, 1, k, k) normalised Gaussian kernel of ``sigma`` cells, k = 2·ceil(2σ) + 1, for a depthwise conv."""
     radius = max(1, math.ceil(2 * sigma))
@@ -265,39 +298,49 @@ def neighbourhood_mass(probabilities: torch.Tensor) -> torch.Tensor:
 
 
 class PoseGraph(nn.Module):
-    """STN + stacked hourglass wrapped with crop, decode and SDTN (see the module docstring)."""
+    """Crop, [STN], pose network, decode, [SDTN] and the inverse crop (see the module docstring).
 
-    def __init__(self, config: ModelConfig, flip_test: bool = False, crop_taps: int = CROP_TAPS,
-                 cast_first: bool = False) -> None:
+    The pose network is any of export/networks (``config.arch``); the source's conventions
+    (channel order, pixel centres, decode, flip shift) come from the config, so the same graph
+    reproduces rmpe's own models and imported AlphaPose, HRNet or hourglass checkpoints.
+    """
+
+    def __init__(self, config: ModelConfig, flip_test: bool = False, crop_taps: int | None = None,
+                 cast_first: bool = False, heatmaps_output: bool = False) -> None:
         super().__init__()
         self.config = config
         self.flip_test = flip_test
-        self.crop_taps = crop_taps  # samples per crop pixel per axis for large people (footprint_taps)
+        self.crop_taps = config.crop_taps if crop_taps is None else crop_taps  # samples per crop pixel per axis (footprint_taps)
         self.cast_first = cast_first  # cast the whole image to float before gathering (for TensorRT, which has no uint8 Gather)
+        self.heatmaps_output = heatmaps_output  # also return the network's raw heatmaps (to compare with the source framework)
         h, w = config.input_size
         if config.heatmap not in HEATMAP_KINDS:
             raise ValueError(f"unknown heatmap kind {config.heatmap!r}; choose from {', '.join(HEATMAP_KINDS)}")
-        self.sppe = StackedHourglass(config.stacks, config.channels, config.num_keypoints, config.depth, config.stem)
-        multiple = self.sppe.input_multiple()
+        self.sppe = build_network(config.arch, config.num_keypoints, config.network_options)
+        multiple = self.sppe.input_multiple
         if h % multiple or w % multiple:
-            raise ValueError(f"input size {h}x{w} must be a multiple of {multiple} for depth {config.depth}")
+            raise ValueError(f"input size {h}x{w} must be a multiple of {multiple} for this {config.arch}")
         self.loc = Localisation(config.stn_channels) if config.stn else None
         self.loc_size = (max(1, round(h * config.stn_input_scale)), max(1, round(w * config.stn_input_scale)))
         self.register_buffer("grid", base_grid(h, w), persistent=False)
         self.register_buffer("loc_grid", base_grid(*self.loc_size), persistent=False)
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1) / config.pixel_scale, persistent=False)
         self.register_buffer("inv_std", config.pixel_scale / torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("channels", torch.tensor([2, 1, 0] if config.channel_order == "bgr" else [0, 1, 2]), persistent=False)
         self.register_buffer("flip_perm", torch.tensor(flip_permutation(config.num_keypoints, config.flip_pairs)), persistent=False)
-        blurs = not self.softmax and config.decode_blur > 0
+        hm_size = (h // self.sppe.stride, w // self.sppe.stride)
+        blurs = config.decode == "log_parabola" and not self.softmax and config.decode_blur > 0
         kernel = blur_kernel(config.decode_blur, config.num_keypoints) if blurs else None
-        coverage = blur_coverage(kernel, (h // self.sppe.stride, w // self.sppe.stride)) if blurs else None
+        coverage = blur_coverage(kernel, hm_size) if blurs else None
         self.register_buffer("blur", kernel, persistent=False)
         self.register_buffer("blur_coverage", coverage, persistent=False)
-        self.register_buffer("reverse_w", torch.arange(w // self.sppe.stride - 1, -1, -1), persistent=False)
+        self.register_buffer("unflip_w", flip_columns(hm_size[1], config.flip_shift), persistent=False)
         self.register_buffer("reverse_crop_w", torch.arange(w - 1, -1, -1), persistent=False)
 
     def normalise(self, crops: torch.Tensor) -> torch.Tensor:
-        """Raw 0..255 pixels → network input, per the config's scale, mean and std."""
+        """Raw 0..255 RGB pixels → network input, per the config's channel order, scale, mean and std."""
+        if self.config.channel_order != "rgb":
+            crops = crops.index_select(1, self.channels)
         return (crops - self.mean) * self.inv_std
 
     def predict_theta(self, images: ImageBatch, box_image_index: torch.Tensor, to_image: torch.Tensor) -> torch.Tensor:
@@ -318,6 +361,8 @@ class PoseGraph(nn.Module):
         """Crop transform, θ and the STN-warped SPPE input for each box."""
         h, w = self.config.input_size
         to_crop = crop_transform(boxes, w / h, self.config.box_enlarge)
+        if self.config.pixel_centres == "integer":
+            to_crop = centre_on_integers(to_crop, (h, w))
         theta = self.predict_theta(images, box_image_index, to_crop)
         warped = compose_affine(to_crop, theta)
         crops = self.normalise(sample_crops(images, box_image_index, warped, self.grid, (h, w), self.crop_taps))
@@ -325,31 +370,36 @@ class PoseGraph(nn.Module):
 
     @property
     def softmax(self) -> bool:
-        """Whether the hourglass outputs logits for a spatial softmax (else unit-peak Gaussian heatmaps)."""
+        """Whether the network outputs logits for a spatial softmax (else heatmaps with a peak per keypoint)."""
         return self.config.heatmap == "softmax"
 
-    def last_heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
-        """The last stack's heatmaps; a softmax model's logits become probability maps."""
-        heatmaps = self.run_sub(self.sppe, crops)[-1]
-        return spatial_softmax(heatmaps) if self.softmax else heatmaps
+    def network_heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
+        """The network's raw heatmaps in fp32 (a stacked hourglass's last stack)."""
+        out = self.run_sub(self.sppe, crops)
+        return out[-1] if isinstance(out, list) else out
 
-    def heatmaps_with_flip(self, crops: torch.Tensor) -> torch.Tensor:
-        """Last-stack heatmaps, averaged with the mirrored crop's when flip test is on."""
-        heatmaps = self.last_heatmaps(crops)
+    def heatmaps_with_flip(self, raw: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
+        """The heatmaps to decode: ``raw`` (a softmax model's as probabilities), averaged with the
+        mirrored crop's, mirrored back, pairs swapped and shifted by ``flip_shift``, when flip test is on."""
+        heatmaps = spatial_softmax(raw) if self.softmax else raw
         if not self.flip_test:
             return heatmaps
-        flipped = self.last_heatmaps(crops.index_select(3, self.reverse_crop_w))
-        flipped = flipped.index_select(3, self.reverse_w).index_select(1, self.flip_perm)
+        flipped = self.network_heatmaps(crops.index_select(3, self.reverse_crop_w))
+        flipped = spatial_softmax(flipped) if self.softmax else flipped
+        flipped = flipped.index_select(3, self.unflip_w).index_select(1, self.flip_perm)
         return (heatmaps + flipped) * 0.5
 
     def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keypoints in heatmap cells and their scores (see :func:`decode_heatmaps`).
 
-        A softmax model scores by the mass near the peak. A Gaussian model with ``decode_blur`` finds
+        ``quarter_offset`` decodes as AlphaPose and HRNet do (:func:`decode_quarter_offset`). A
+        softmax model scores by the mass near the peak. A Gaussian model with ``decode_blur`` finds
         the peak on the blurred heatmaps (DARK's modulation: a regressed peak is rarely an exact
         Gaussian, its blur is closer to one; +0.006 AP on the default model) and scores it by the raw
         peak value, which ranks people better than the blurred one.
         """
+        if self.config.decode == "quarter_offset":
+            return decode_quarter_offset(heatmaps, self.config.quarter_margin)
         if self.softmax:
             return decode_heatmaps(heatmaps, neighbourhood_mass(heatmaps))
         if self.blur is None:
@@ -357,21 +407,39 @@ class PoseGraph(nn.Module):
         cells, _ = decode_heatmaps(blur_heatmaps(heatmaps, self.blur, self.blur_coverage))
         return cells, heatmaps.amax(dim=(2, 3))
 
+    def cells_to_crop(self, cells: torch.Tensor, heatmap_size: tuple[int, int]) -> torch.Tensor:
+        """Decoded heatmap coordinates → normalised crop coordinates, in the config's pixel convention."""
+        hm_h, hm_w = heatmap_size
+        scale = torch.tensor([2.0 / hm_w, 2.0 / hm_h], device=cells.device)
+        normalised = cells * scale - 1.0
+        if self.config.pixel_centres == "integer":  # cell u sits on crop pixel u·stride, centred on it
+            h, w = self.config.input_size
+            normalised = normalised + torch.tensor([1.0 / w, 1.0 / h], device=cells.device)
+        return normalised
+
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor, boxes: torch.Tensor,
-                box_image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                box_image_index: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """images (B,H,W,3) uint8, image_sizes (B,2) (height, width), boxes (N,4) xyxy, box_image_index (N,)
-        → keypoints (N,K,2) image pixels, scores (N,K); rows of invalid boxes (see :func:`clip_boxes`)
-        come out as NaN keypoints with score 0."""
+        → keypoints (N,K,2) image pixels, scores (N,K) [, the network's raw heatmaps (N,K,h,w)]; rows
+        of invalid boxes (see :func:`clip_boxes`) come out as NaN keypoints with score 0."""
         batch = image_batch(images, image_sizes, self.cast_first)
         boxes, index, valid = clip_boxes(boxes, box_image_index, batch)
         to_crop, theta, crops = self.sppe_inputs(batch, index, boxes)
-        heatmaps = self.heatmaps_with_flip(crops)
+        raw = self.network_heatmaps(crops)
+        heatmaps = self.heatmaps_with_flip(raw, crops)
         cells, scores = self.decode(heatmaps)
-        hm_h, hm_w = heatmaps.shape[2], heatmaps.shape[3]
-        scale = torch.tensor([2.0 / hm_w, 2.0 / hm_h], device=cells.device)
-        in_stn_output = cells * scale - 1.0
+        in_stn_output = self.cells_to_crop(cells, (heatmaps.shape[2], heatmaps.shape[3]))
         keypoints = apply_affine(to_crop, sdtn_points(theta, in_stn_output))
         keep = valid.view(-1, 1, 1)
         keypoints = torch.where(keep, keypoints, torch.full_like(keypoints, float("nan")))
         scores = torch.where(keep[:, :, 0], scores, torch.zeros_like(scores))
-        return keypoints, scores
+        return (keypoints, scores, raw) if self.heatmaps_output else (keypoints, scores)
+
+
+def flip_columns(width: int, shift: int) -> torch.Tensor:
+    """Column indices that mirror a heatmap back and move it ``shift`` columns right, the first
+    columns repeating (AlphaPose and HRNet shift by one: their crops' mirror axis sits half a pixel
+    off the heatmap's)."""
+    mirrored = torch.arange(width - 1, -1, -1)
+    source = (torch.arange(width) - shift).clamp(min=0)
+    return mirrored.index_select(0, source)

@@ -113,7 +113,7 @@ def test_fp16_copy_folds_batch_norms_into_convolutions() -> None:
     assert next(half.sppe.parameters()).dtype == torch.float16
     crops = torch.randn(8, 3, *graph.config.input_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        error = (half.last_heatmaps(crops) - graph.last_heatmaps(crops)).abs().max().item()
+        error = (half.network_heatmaps(crops) - graph.network_heatmaps(crops)).abs().max().item()
     assert error < 0.005
 
 

@@ -60,7 +60,7 @@ class Hourglass(nn.Module):
         return self.skip(x) + self.upsample(low)
 
 
-STEMS = ("residual", "conv")
+STEMS = ("residual", "conv", "bearpaw")
 
 
 def make_stem(kind: str, channels: int) -> nn.Sequential:
@@ -68,6 +68,9 @@ def make_stem(kind: str, channels: int) -> nn.Sequential:
     if kind == "residual":
         return nn.Sequential(ConvBNReLU(3, 64, 7, stride=2), Residual(64, 128), nn.MaxPool2d(2, 2),
                              Residual(128, 128), Residual(128, channels))
+    if kind == "bearpaw":  # bearpaw/pytorch-pose: the second residual already widens to ``channels``
+        return nn.Sequential(ConvBNReLU(3, 64, 7, stride=2), Residual(64, 128), nn.MaxPool2d(2, 2),
+                             Residual(128, channels), Residual(channels, channels))
     if kind == "conv":
         return nn.Sequential(ConvBNReLU(3, 32, 3, stride=2), ConvBNReLU(32, channels, 3, stride=2), Residual(channels, channels))
     raise ValueError(f"unknown stem {kind!r}; choose from {', '.join(STEMS)}")
@@ -77,6 +80,7 @@ class StackedHourglass(nn.Module):
     """Stem to 1/4 resolution, ``stacks`` hourglasses, heatmaps from each stack.
 
     ``stem="residual"`` is the paper's (7×7 conv, residual at 1/2 resolution, pool, two residuals);
+    ``stem="bearpaw"`` is bearpaw/pytorch-pose's, which widens to ``channels`` one residual earlier;
     ``stem="conv"`` is two stride-2 3×3 convs and one residual, about a third of the paper stem's cost
     at small crops, which is what lets the default model train in an hour on a CPU.
 
@@ -109,6 +113,7 @@ class StackedHourglass(nn.Module):
                 x = x + self.remap_features[s](features) + self.remap_heatmaps[s](heatmaps[-1])
         return heatmaps if self.training else heatmaps[-1:]
 
+    @property
     def input_multiple(self) -> int:
         """Input sides must be multiples of this (stride 4, then ``depth`` halvings)."""
         return self.stride * 2**self.depth
