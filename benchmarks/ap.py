@@ -1,9 +1,11 @@
-"""``rmpe-bench ap``: COCO keypoint AP of exported models, run through ``rmpe-run`` itself.
+"""``rmpe-bench ap``: COCO keypoint AP (or MPII's PCKh@0.5) of exported models, run through ``rmpe-run`` itself.
 
-Each model and pose NMS mode is one in-process ``rmpe-run`` call on a synthetic data set
-(``rmpe-data synth``) with the set's simulated detections as boxes; its results file is scored with
-pycocotools' COCOeval (iouType "keypoints"), so the figures are what a user of ``rmpe-run`` gets.
-images/s is images over the wall time of that call, model loading included.
+Each model and pose NMS mode is one in-process ``rmpe-run`` call on a data set folder (``rmpe-data
+synth``'s, or MPII's made by ``rmpe-bench mpii``) with the set's detections as boxes; its results file
+is scored with pycocotools' COCOeval (iouType "keypoints", the OKS sigmas of the model's layout) when
+the model's layout has OKS sigmas, and by PCKh@0.5 (``pckh.py``, the annotations' head boxes) when it
+has none (MPII), so the figures are what a user of ``rmpe-run`` gets. images/s is images over the
+wall time of that call, model loading included.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rmpe.benchmarks.pckh import COLUMNS as PCKH_COLUMNS
+from rmpe.benchmarks.pckh import AnnotationError, evaluate_pckh, has_head_boxes
 from rmpe.benchmarks.upscale import keypoint_shift, upscale_annotations, upscale_detections, upscale_images
 from rmpe.runtime.estimator import NMS_MODES
 
@@ -29,7 +33,7 @@ if TYPE_CHECKING:
 
 PROG = "rmpe-bench ap"
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
-TABLE_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR")
+TABLE_STATS = {"AP": ("AP", "AP50", "AP75", "APm", "APl", "AR"), "PCKh": ("PCKh", *PCKH_COLUMNS)}
 
 
 class InputError(ValueError):
@@ -38,13 +42,14 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class DataSet:
-    """A ``rmpe-data synth`` output folder: annotation and detection files, its images in id order."""
+    """A data set folder: annotation and detection files, its images in id order."""
 
     annotations: Path
     detections: Path
     files: list[Path]
     ids: list[int]
     num_keypoints: int
+    head_boxes: bool = False  # every annotation has a head_box: PCKh can be computed
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,13 @@ class ModelInfo:
     flip_test: bool
     trained: bool
     num_keypoints: int
+    layout: str = ""
+    oks_sigmas: list[float] | None = None  # None: scored by PCKh
+
+    @property
+    def metric(self) -> str:
+        """How the model is scored: COCO keypoint AP with its layout's sigmas, or PCKh without sigmas."""
+        return "AP" if self.oks_sigmas is not None else "PCKh"
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,7 @@ class Row:
     stats: dict[str, float]
     scale: int = 1  # the data set upscaled by this factor (--upscale)
     shift_px: dict[str, float] | None = None  # keypoint moves against the scale-1 run, in scale-1 pixels
+    metric: str = "AP"  # "AP": stats are COCOeval's; "PCKh": pckh.evaluate_pckh's
 
     @property
     def images_per_s(self) -> float:
@@ -80,8 +93,10 @@ class Row:
 
 
 def evaluate(results_json: str | Path | list[dict], annotations_json: str | Path | dict,
-             image_ids: list[int] | None = None, verbose: bool = False) -> dict[str, float]:
-    """COCO keypoint stats (AP … ARl) of results vs annotations, plus ``nonfinite`` (keypoints scored as misses)."""
+             image_ids: list[int] | None = None, verbose: bool = False,
+             sigmas: list[float] | None = None) -> dict[str, float]:
+    """COCO keypoint stats (AP … ARl) of results vs annotations, plus ``nonfinite`` (keypoints scored as
+    misses); ``sigmas``: the layout's per-keypoint OKS sigmas (default pycocotools' COCO 17)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -99,6 +114,8 @@ def evaluate(results_json: str | Path | list[dict], annotations_json: str | Path
         gt.createIndex()
         loaded, nonfinite = load_results(gt, results)
         evaluator = COCOeval(gt, loaded, "keypoints")
+        if sigmas is not None:
+            evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)
         if image_ids is not None:
             evaluator.params.imgIds = sorted(image_ids)
         evaluator.evaluate()
@@ -137,23 +154,25 @@ def read_data_set(folder: Path, limit: int | None) -> DataSet:
     paths = (folder / "images", folder / "person_keypoints.json", folder / "detections.json")
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        raise InputError(f"{folder} is not a data set written by rmpe-data synth (missing {', '.join(missing)})")
+        raise InputError(f"{folder} is not a data set written by rmpe-data synth or rmpe-bench mpii "
+                         f"(missing {', '.join(missing)})")
     try:
         gt = json.loads(paths[1].read_text())
         images = sorted(gt["images"], key=lambda img: int(img["id"]))
         files, ids = [paths[0] / Path(img["file_name"]).name for img in images], [int(img["id"]) for img in images]
         num_keypoints = len(gt["categories"][0]["keypoints"])
+        head_boxes = has_head_boxes(gt)
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise InputError(f"{paths[1]}: not a COCO keypoint annotation file ({exc.__class__.__name__})") from None
     if limit is not None:
         files, ids = files[:limit], ids[:limit]
     if not files:
         raise InputError(f"{paths[1]} lists no images")
-    return DataSet(paths[1], paths[2], files, ids, num_keypoints)
+    return DataSet(paths[1], paths[2], files, ids, num_keypoints, head_boxes)
 
 
 def read_model_info(path: Path) -> ModelInfo:
-    """Precision, flip test and keypoint count from the model's metadata (the runtime's backend reads it)."""
+    """Precision, flip test, keypoint count, layout and OKS sigmas from the model's metadata (as the runtime reads it)."""
     from rmpe.runtime.backends import BackendOptions, open_backend
     from rmpe.runtime.metadata import ModelMetadata
 
@@ -167,7 +186,8 @@ def read_model_info(path: Path) -> ModelInfo:
             backend.close()
     except (RuntimeError, ValueError) as exc:
         raise InputError(f"cannot read model {path}: {exc}") from None
-    return ModelInfo(str(path), meta.precision, bool(meta.flip_test), bool(meta.trained), meta.num_keypoints)
+    return ModelInfo(str(path), meta.precision, bool(meta.flip_test), bool(meta.trained), meta.num_keypoints,
+                     meta.layout, meta.oks_sigmas)
 
 
 def run_model(model: Path, data: DataSet, nms: str, batch: int, out: Path, verbose: bool,
@@ -186,16 +206,23 @@ def run_model(model: Path, data: DataSet, nms: str, batch: int, out: Path, verbo
 
 
 def markdown_table(rows: list[Row]) -> str:
-    """Model, precision, NMS mode, AP columns ("n/a": COCOeval's -1, no such people) and images/s;
-    with several scales, the scale and the keypoint moves against scale 1 too."""
+    """One table per metric (AP first, then PCKh): model, precision, NMS mode, the metric's columns
+    ("n/a": -1, no such people or joints) and images/s; with several scales, the scale and the keypoint
+    moves against scale 1 too."""
+    metrics = [m for m in TABLE_STATS if any(row.metric == m for row in rows)]
+    return "\n\n".join(_metric_table([row for row in rows if row.metric == m], TABLE_STATS[m]) for m in metrics)
+
+
+def _metric_table(rows: list[Row], columns: tuple[str, ...]) -> str:
+    """The Markdown table of rows scored by one metric, whose stats hold ``columns``."""
     scaled = any(row.scale != 1 for row in rows)
     extra = " scale | keypoint move p50 / p90 / max px |" if scaled else ""
-    lines = ["| model | precision | nms |" + extra + " " + " | ".join(TABLE_STATS) + " | images/s |",
-             "|---|---|---|" + ("---:|---:|" if scaled else "") + "---:|" * (len(TABLE_STATS) + 1)]
+    lines = ["| model | precision | nms |" + extra + " " + " | ".join(columns) + " | images/s |",
+             "|---|---|---|" + ("---:|---:|" if scaled else "") + "---:|" * (len(columns) + 1)]
     for row in rows:
         model = row.model + ("" if row.trained else " (untrained)")
         precision = row.precision + (" + flip" if row.flip_test else "")
-        scores = " | ".join(f"{row.stats[name]:.3f}" if row.stats[name] >= 0 else "n/a" for name in TABLE_STATS)
+        scores = " | ".join(f"{row.stats[name]:.3f}" if row.stats[name] >= 0 else "n/a" for name in columns)
         moves = ""
         if scaled:
             shift = row.shift_px
@@ -210,11 +237,12 @@ def upscaled_data_set(data: DataSet, factor: int, folder: Path) -> DataSet:
     files = upscale_images(data.files, factor, folder / "images")
     annotations = upscale_annotations(data.annotations, factor, folder / "person_keypoints.json")
     detections = upscale_detections(data.detections, factor, folder / "detections.json")
-    return DataSet(annotations, detections, files, data.ids, data.num_keypoints)
+    return DataSet(annotations, detections, files, data.ids, data.num_keypoints, data.head_boxes)
 
 
 def check_args(args: argparse.Namespace, data: DataSet) -> list[ModelInfo]:
-    """Validate numbers and models (keypoint count as the data set's; flip models exported with ``--flip``)."""
+    """Validate numbers and models (keypoint count as the data set's; flip models exported with ``--flip``;
+    head boxes for a model scored by PCKh)."""
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
     if args.batch < 1:
@@ -230,6 +258,9 @@ def check_args(args: argparse.Namespace, data: DataSet) -> list[ModelInfo]:
     for info in infos:
         if info.num_keypoints != data.num_keypoints:
             raise InputError(f"{info.path} has {info.num_keypoints} keypoints, the data set {data.num_keypoints}")
+        if info.metric == "PCKh" and not data.head_boxes:
+            raise InputError(f"{info.path} (layout {info.layout or 'of its own'}) has no OKS sigmas, so it is scored by "
+                             f"PCKh@0.5, which needs a head_box on every annotation of {data.annotations}")
     return infos
 
 
@@ -247,8 +278,8 @@ def run(args: argparse.Namespace) -> int:
                     for factor, scaled in scales.items():
                         out = Path(tmp) / f"results-{n}-{nms}-x{factor}.json"
                         seconds = run_model(Path(info.path), scaled, nms, args.batch, out, args.verbose, args.refine)
-                        stats = evaluate(out, scaled.annotations, scaled.ids, verbose=args.verbose)
-                        if stats["nonfinite"]:
+                        stats = score(info, out, scaled, args.verbose)
+                        if stats.get("nonfinite"):
                             print(f"{PROG}: warning: {info.path} ({nms}, ×{factor}): {stats['nonfinite']:.0f} keypoints "
                                   "are NaN or inf; scored as misses", file=sys.stderr)
                         results = json.loads(out.read_text())
@@ -256,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
                         shift = keypoint_shift(base, results, factor) if factor != 1 else None
                         label = f"{nms} + refine" if args.refine else nms
                         rows.append(Row(info.path, info.precision, info.flip_test, info.trained, label,
-                                        len(data.ids), seconds, stats, factor, shift))
+                                        len(data.ids), seconds, stats, factor, shift, info.metric))
     except InputError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -272,6 +303,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def score(info: ModelInfo, results: Path, data: DataSet, verbose: bool) -> dict[str, float]:
+    """The model's metric on its results file: COCO keypoint AP with its sigmas, or PCKh@0.5."""
+    if info.metric == "AP":
+        return evaluate(results, data.annotations, data.ids, verbose=verbose, sigmas=info.oks_sigmas)
+    try:
+        return evaluate_pckh(json.loads(results.read_text()), json.loads(data.annotations.read_text()), data.ids,
+                             source=str(data.annotations))
+    except AnnotationError as exc:
+        raise InputError(str(exc)) from None
+
+
 def parse_factors(text: str) -> list[int]:
     """'1,2,4' → [1, 2, 4]: whole upscaling factors, 1 always first (the reference)."""
     try:
@@ -285,12 +327,15 @@ def parse_factors(text: str) -> list[int]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``ap`` subcommand."""
-    parser = sub.add_parser("ap", help="COCO keypoint AP of exported models through rmpe-run on a synthetic set",
-                            description="COCO keypoint AP (pycocotools) of exported models, each run through "
-                            "rmpe-run with the data set's simulated detections as boxes.")
+    parser = sub.add_parser("ap", help="COCO keypoint AP (PCKh@0.5 for MPII models) of exported models through rmpe-run",
+                            description="COCO keypoint AP (pycocotools, with the OKS sigmas of the model's layout) of "
+                            "exported models, each run through rmpe-run with the data set's detections as boxes; "
+                            "models whose layout has no OKS sigmas (MPII 16) are scored by PCKh@0.5 instead, "
+                            "which needs head boxes in the annotations (rmpe-bench mpii makes such a data set).")
     parser.add_argument("models", nargs="+", metavar="MODEL", help="exported models (.onnx or TensorRT engines)")
     parser.add_argument("--data", type=Path, required=True, metavar="DIR",
-                        help="a data set written by rmpe-data synth (images/, person_keypoints.json, detections.json)")
+                        help="a data set written by rmpe-data synth or rmpe-bench mpii "
+                        "(images/, person_keypoints.json, detections.json)")
     parser.add_argument("--nms", nargs="+", choices=NMS_MODES, default=["rmpe"],
                         help="pose NMS modes to evaluate, each a separate run (default: rmpe, rmpe-run's default)")
     parser.add_argument("--flip-model", nargs="+", default=[], metavar="MODEL",

@@ -5,20 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmpe.benchmarks import ap, nms_bench, ray_throughput, soak, tracking
+from rmpe.benchmarks import ap, nms_bench, pckh, ray_throughput, soak, tracking
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmpe-bench",
         description="Benchmarks for rmpe. Each subcommand prints a Markdown table: nms gives ratios "
-        "against a baseline in the same run, ap the COCO keypoint AP of exported models through rmpe-run, "
+        "against a baseline in the same run, ap the COCO keypoint AP (PCKh@0.5 for MPII models) of exported "
+        "models through rmpe-run, mpii converts MPII's annotations for it, "
         "soak the resident memory of a long run.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     nms_bench.add_parser(sub)
     ap.add_parser(sub)
+    pckh.add_parser(sub)
     soak.add_parser(sub)
     tracking.add_parser(sub)
     ray_throughput.add_parser(sub)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +259,28 @@ def write_data_set(mat_path: Path, out: Path, images: Path | None, only: Path | 
     (out / "detections.json").write_text(json.dumps(detections))
     return (f"{len(gt['images'])} images, {len(gt['annotations'])} people ({skipped} skipped: no joints, head box "
             f"or scale)" + (f"; {len(missing)} images not found in {images}" if missing else ""))
+
+
+def run(args) -> int:
+    """``rmpe-bench mpii``: write the data set folder; one-line errors, exit status 2."""
+    try:
+        print(f"rmpe-bench mpii: {write_data_set(args.mat, args.out, args.images, args.only)}")
+    except (AnnotationError, OSError) as exc:
+        print(f"rmpe-bench mpii: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register the ``mpii`` subcommand."""
+    parser = sub.add_parser("mpii", help="MPII's annotation .mat as a data set folder for rmpe-bench ap (PCKh)",
+                            description="Convert MPII's mpii_human_pose_v1_u12_1.mat into DIR/person_keypoints.json "
+                            "(COCO-style, 16 keypoints and a head_box per person) and DIR/detections.json (each "
+                            "person's box from MPII's objpos and scale), the folder rmpe-bench ap --data reads.")
+    parser.add_argument("mat", type=Path, help="mpii_human_pose_v1_u12_1.mat")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="the data set folder to write")
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="MPII's images folder: linked as DIR/images, image sizes read from the files")
+    parser.add_argument("--only", type=Path, metavar="FILE",
+                        help="a text file of image names, one a line (e.g. a validation split): convert these only")
+    parser.set_defaults(func=run)

@@ -47,16 +47,19 @@ def upscale_detections(path: Path, factor: int, out: Path) -> Path:
 
 
 def upscale_annotations(path: Path, factor: int, out: Path) -> Path:
-    """A COCO keypoint annotation file with image sizes, keypoints, boxes and areas scaled."""
+    """A COCO keypoint annotation file with image sizes, keypoints, boxes, areas and head boxes scaled."""
     gt = json.loads(path.read_text())
     for img in gt["images"]:
-        img["width"], img["height"] = img["width"] * factor, img["height"] * factor
+        if "width" in img and "height" in img:
+            img["width"], img["height"] = img["width"] * factor, img["height"] * factor
     for ann in gt["annotations"]:
         kps = np.asarray(ann["keypoints"], np.float64).reshape(-1, 3)
         kps[:, :2] *= factor
         ann["keypoints"] = kps.ravel().tolist()
         ann["bbox"] = [v * factor for v in ann["bbox"]]
         ann["area"] = ann["area"] * factor**2
+        if "head_box" in ann:
+            ann["head_box"] = [v * factor for v in ann["head_box"]]
     out.write_text(json.dumps(gt))
     return out
 

@@ -6,16 +6,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from rmpe.export import tensorrt_cli
 from rmpe.export.checkpoint import CheckpointError, load_graph
 from rmpe.export.config import MAX_INPUT, MIN_INPUT, ModelConfig
 from rmpe.export.graph import CROP_TAPS
 from rmpe.export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, export_onnx, fp16_copy, metadata_for
 from rmpe.export.parity import FP32_MAX_FRACTION, FP32_TOLERANCE_PX, compare
+from rmpe.export.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD, CalibrationError, export_int8, summary
 
 EPILOG = """examples:
   rmpe-export                                  # the bundled default model → rmpe-model/model.onnx
   rmpe-export --out m --flip                   # with flip test inside the graph
   rmpe-export --fp16 --out m16                 # fp16 weights and convolutions
+  rmpe-export --int8 --calib synth --out m8    # int8 network: m8/model.onnx (TensorRT Q/DQ) + model-ort-cpu.onnx
   rmpe-export --checkpoint runs/x/best.safetensors --out m --max-boxes 32
   rmpe-export --checkpoint hg.pth --config hg.json --input-size 256x192
 
@@ -45,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("rmpe-model"), help="output folder for model.onnx and model.json (default: %(default)s)")
     parser.add_argument("--name", default="model", help="file name stem inside --out (default: %(default)s)")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights and convolutions; inputs, outputs, grids and decode stay fp32")
+    parser.add_argument("--int8", action="store_true",
+                        help="int8 pose network (crop, STN and decode stay float), calibrated on --calib: NAME.onnx follows "
+                        "TensorRT's Q/DQ rules (int8 symmetric, zero points 0, float biases), NAME-ort-cpu.onnx has uint8 "
+                        "activations for ONNX Runtime's CPU kernels (the faster one there)")
+    parser.add_argument("--calib", metavar="SOURCE",
+                        help="--int8 calibration crops: a folder with images and detections.json (COCO results or an "
+                        "AlphaPose detfile), or 'synth' for synthetic images")
+    parser.add_argument("--calib-method", choices=CALIB_METHODS, default=DEFAULT_CALIB_METHOD,
+                        help="--int8 activation ranges (default: %(default)s, the best measured AP: BENCHMARKS.md)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s; 16 to 20)")
     parser.add_argument("--input-size", type=parse_size, metavar="HxW", help="SPPE crop size, multiples of the model's stride (default: from the config)")
     parser.add_argument("--max-boxes", type=int, default=64, help="largest box count per call, recorded for TensorRT profiles (default: %(default)s)")
@@ -57,11 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cast-first", action="store_true",
                         help="cast the whole image to float before the crops are gathered (TensorRT takes uint8 only at "
                         "the graph's inputs; ONNX Runtime is faster without it on large images)")
+    tensorrt_cli.add_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if problem := tensorrt_cli.argument_problem(args):
+        print(f"rmpe-export: {problem}", file=sys.stderr)
+        return 2
+    if args.check or args.build_engine:
+        return tensorrt_cli.run_alone(args)
     if not MIN_OPSET <= args.opset <= MAX_OPSET:
         print(f"rmpe-export: --opset {args.opset}: choose {MIN_OPSET} to {MAX_OPSET} (the graph's ops need {MIN_OPSET}; "
               f"{MAX_OPSET} is the newest torch's TorchScript exporter writes)", file=sys.stderr)
@@ -76,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.crop_taps <= 8:
         print(f"rmpe-export: --crop-taps {args.crop_taps}: choose 0 to 8", file=sys.stderr)
         return 2
+    if args.int8 and (args.fp16 or not args.calib):
+        print("rmpe-export: --int8 " + ("and --fp16 exclude each other" if args.fp16 else
+              "needs --calib SOURCE (a folder with images and detections.json, or 'synth')"), file=sys.stderr)
+        return 2
+    tensorrt_cli.resolve_engine(args)
     try:
         config = ModelConfig.load(args.config) if args.config else None
         graph, sha = load_graph(args.checkpoint, config, flip_test=args.flip, input_size=args.input_size)
@@ -93,12 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     meta.write_json(args.out / f"{args.name}.json")
     size_mb = onnx_path.stat().st_size / 1e6
     print(f"wrote {onnx_path} ({size_mb:.1f} MB, {precision}, opset {args.opset}) and {onnx_path.with_suffix('.json')}")
+    if args.int8:
+        try:
+            result = export_int8(onnx_path, onnx_path, meta, args.calib, args.calib_method)
+        except CalibrationError as exc:
+            print(f"rmpe-export: {exc}", file=sys.stderr)
+            return 2
+        print(summary(result))
+        for path in result.paths.values():
+            print(f"wrote {path} (int8) and {path.with_suffix('.json')}")
+            print(compare(path, graph).line(f"ONNX Runtime int8 ({path.name}) vs PyTorch fp32"))
+        return tensorrt_cli.after_export(onnx_path, args)
     report = compare(onnx_path, graph)
     print(report.line(f"ONNX Runtime {precision} vs PyTorch fp32"))
     if not args.fp16 and report.fraction_over_tol > FP32_MAX_FRACTION:
         print(f"rmpe-export: parity check failed: more than {100 * FP32_MAX_FRACTION:.0f}% of keypoints differ by more than {FP32_TOLERANCE_PX} px", file=sys.stderr)
         return 1
-    return 0
+    return tensorrt_cli.after_export(onnx_path, args)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ different sizes and aspect ratios per image, some reaching past the image edge.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import onnxruntime as ort
 import torch
 
 from rmpe.export.graph import PoseGraph
+from rmpe.export.oks import oks_units, spread
 from rmpe.runtime.metadata import INPUT_BOX_IMAGE_INDEX, INPUT_BOXES, INPUT_IMAGE_SIZES, INPUT_IMAGES
 
 INPUT_NAMES = (INPUT_IMAGES, INPUT_IMAGE_SIZES, INPUT_BOXES, INPUT_BOX_IMAGE_INDEX)
@@ -35,10 +37,13 @@ class ParityReport:
     fraction_over_tol: float
     max_score: float
     keypoints: int
+    oks: dict[str, float] | None = None  # median, p99, max of the errors in OKS units (export/oks.py); None: no sigmas
 
     def line(self, label: str) -> str:
+        oks = (f"; in OKS units median {self.oks['median']:.4f}, p99 {self.oks['p99']:.3f}, max {self.oks['max']:.2f}"
+               if self.oks else "")
         return (f"{label}: max keypoint error {self.max_px:.4f} px (median {self.median_px:.4f}), "
-                f"{100 * self.fraction_over_tol:.2f}% of {self.keypoints} keypoints over {FP32_TOLERANCE_PX} px, "
+                f"{100 * self.fraction_over_tol:.2f}% of {self.keypoints} keypoints over {FP32_TOLERANCE_PX} px{oks}, "
                 f"max score error {self.max_score:.2e}")
 
 
@@ -68,20 +73,23 @@ def run_torch(graph: PoseGraph, inputs: dict[str, np.ndarray]) -> tuple[np.ndarr
     return k.numpy(), s.numpy()
 
 
-def run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[float] | None]:
+    """Keypoints, scores and the model's OKS sigmas (from its metadata; None where it has none)."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    keypoints, scores = session.run(None, inputs)
-    return keypoints, scores
+    keypoints, scores = session.run(["keypoints", "scores"], inputs)
+    sigmas = json.loads(session.get_modelmeta().custom_metadata_map.get("oks_sigmas", "null"))
+    return keypoints, scores, sigmas
 
 
 def compare(path: Path, reference: PoseGraph, seed: int = 0) -> ParityReport:
     """Run ``path`` in ONNX Runtime and ``reference`` in PyTorch on the same realistic inputs."""
     inputs = realistic_inputs(seed)
     k_ref, s_ref = run_torch(reference, inputs)
-    k_onnx, s_onnx = run_onnx(path, inputs)
+    k_onnx, s_onnx, sigmas = run_onnx(path, inputs)
     err = np.linalg.norm(k_onnx - k_ref, axis=-1)
+    oks = spread(oks_units(err, inputs[INPUT_BOXES], sigmas)) if sigmas else None
     return ParityReport(
         max_px=float(err.max()), median_px=float(np.median(err)),
         fraction_over_tol=float((err > FP32_TOLERANCE_PX).mean()),
-        max_score=float(np.abs(s_onnx - s_ref).max()), keypoints=int(err.size),
+        max_score=float(np.abs(s_onnx - s_ref).max()), keypoints=int(err.size), oks=oks,
     )

@@ -6,7 +6,7 @@ Every backend takes and returns numpy arrays keyed by tensor name. Heavy or opti
 
 from __future__ import annotations
 
-import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +14,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .tensorrt_profiles import default_profile
+
 ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
 BACKENDS = ("auto", "ort", "ort-trt", "trt")
 DEVICES = ("cpu", "cuda")
+ORT_TRT_MAX_BOXES = 64  # boxes per call of the TensorRT provider's profile (rmpe-export's default --max-boxes)
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -45,6 +48,7 @@ class Backend(Protocol):
     outputs: list[TensorInfo]
     metadata: dict[str, str]
     providers: list[str]
+    max_boxes: int | None  # most boxes per call (an engine's profile), None for any
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -60,6 +64,9 @@ class BackendOptions:
     threads: int = 0  # 0: let the backend decide
     optimization: str = "all"  # ONNX Runtime graph optimisation: disable, basic, extended, all
     session_config: dict[str, str] | None = None  # ONNX Runtime session config entries
+    device_id: int = 0  # CUDA device of the CUDA and TensorRT execution providers
+    trt_cache: str | None = None  # ort-trt: folder of the TensorRT engine and timing caches (None: default_trt_cache())
+    trt_fp16: bool = False  # ort-trt: let TensorRT run fp32 layers in fp16
 
 
 def open_backend(path: str | Path, options: BackendOptions | None = None) -> Backend:
@@ -74,6 +81,8 @@ def open_backend(path: str | Path, options: BackendOptions | None = None) -> Bac
         raise BackendError(f"{path}: no such model file")
     is_engine = path.suffix.lower() in ENGINE_SUFFIXES
     if options.backend == "trt" or (options.backend == "auto" and is_engine):
+        from .tensorrt_backend import TensorRTBackend
+
         return TensorRTBackend(path)
     if is_engine:
         raise BackendError(f"{path}: a TensorRT engine cannot be run by ONNX Runtime; use --backend trt")
@@ -90,7 +99,8 @@ class OrtBackend:
     def __init__(self, path: Path, options: BackendOptions) -> None:
         import onnxruntime as ort
 
-        wanted = _requested_providers(options)
+        requested = provider_options(options)
+        wanted = [name for name, _ in requested]
         available = set(ort.get_available_providers())
         missing = [p for p in wanted if p not in available]
         if missing:
@@ -99,7 +109,9 @@ class OrtBackend:
                 f"(has {', '.join(sorted(available))}); falling back to CPU. "
                 "Install onnxruntime-gpu for --device cuda / --backend ort-trt.",
                 RuntimeWarning, stacklevel=2)
-        providers = [p for p in wanted if p in available] + ["CPUExecutionProvider"]
+        providers = [p for p in requested if p[0] in available] + ["CPUExecutionProvider"]
+        if "TensorrtExecutionProvider" in available and options.backend == "ort-trt":
+            Path(dict(providers[0][1])["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         so = ort.SessionOptions()
         if options.threads:
             so.intra_op_num_threads = options.threads
@@ -129,6 +141,7 @@ class OrtBackend:
         self.outputs = [TensorInfo(o.name, _ORT_DTYPES.get(o.type, np.float32), _ort_shape(o.shape))
                         for o in self.session.get_outputs()]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.max_boxes = ORT_TRT_MAX_BOXES if "TensorrtExecutionProvider" in self.providers else None
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the graph once and return all outputs by name."""
@@ -144,115 +157,33 @@ class OrtBackend:
         self.session = None
 
 
-def _requested_providers(options: BackendOptions) -> list[str]:
-    """Execution providers in priority order, without the CPU fallback."""
+def default_trt_cache() -> str:
+    """Where ONNX Runtime's TensorRT provider keeps engines between runs: $XDG_CACHE_HOME/rmpe/ort-tensorrt."""
+    return str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rmpe" / "ort-tensorrt")
+
+
+def provider_options(options: BackendOptions) -> list[tuple[str, dict[str, str]]]:
+    """Execution providers in priority order with their options, without the CPU fallback.
+
+    The TensorRT provider caches its engines (and tactic timings) in ``trt_cache``, so only the first
+    session of a model builds them, and gets explicit profiles of the default engine profile
+    (docs/onnx-contract.md inputs), so a new box count or image size does not rebuild its engine.
+    """
+    cuda = ("CUDAExecutionProvider", {"device_id": str(options.device_id)})
     if options.backend == "ort-trt":
-        return ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+        cache = options.trt_cache or default_trt_cache()
+        shapes = default_profile(ORT_TRT_MAX_BOXES).shapes()
+        profile = {f"trt_profile_{kind}_shapes": ",".join(f"{name}:{'x'.join(map(str, spans[i]))}" for name, spans in shapes.items())
+                   for i, kind in enumerate(("min", "opt", "max"))}
+        trt = {"device_id": str(options.device_id), "trt_fp16_enable": str(options.trt_fp16),
+               "trt_engine_cache_enable": "True", "trt_engine_cache_path": cache,
+               "trt_timing_cache_enable": "True", "trt_timing_cache_path": cache, **profile}
+        return [("TensorrtExecutionProvider", trt), cuda]
     if options.device == "cuda":
-        return ["CUDAExecutionProvider"]
+        return [cuda]
     return []
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
-
-
-def engine_metadata(engine_path: Path) -> dict[str, str]:
-    """Model metadata for an engine, from ``<engine>.json`` or ``model.json`` beside it (as props)."""
-    for candidate in (engine_path.with_suffix(".json"), engine_path.parent / "model.json"):
-        if candidate.is_file():
-            data = json.loads(candidate.read_text())
-            return {k: v if isinstance(v, str) else json.dumps(v) for k, v in data.items()}
-    return {}
-
-
-class TensorRTBackend:
-    """A serialized TensorRT 10/11 engine run with the tensor-address API (``execute_async_v3``).
-
-    Needs ``tensorrt`` and ``cuda-python`` (``pip install rmpe[trt]``) and an NVIDIA GPU. Metadata comes
-    from the ``model.json`` sidecar because engines carry none.
-    """
-
-    def __init__(self, path: Path) -> None:
-        try:
-            import tensorrt as trt
-        except ImportError:
-            raise BackendError(
-                f"{path.name}: running a TensorRT engine needs the tensorrt package and an NVIDIA GPU "
-                "(pip install rmpe[trt]); or run the .onnx file with ONNX Runtime") from None
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            try:
-                from cuda import cudart  # cuda-python < 12.6
-            except ImportError:
-                raise BackendError(f"{path.name}: the TensorRT backend needs cuda-python (pip install cuda-python)") from None
-        self._trt, self._cudart = trt, cudart
-        self.path = path
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
-        if self._engine is None:
-            raise BackendError(f"{path.name}: TensorRT could not deserialize the engine (built by another TensorRT version or GPU?)")
-        self._context = self._engine.create_execution_context()
-        self._stream = self._check(cudart.cudaStreamCreate())
-        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
-        self.inputs, self.outputs = [], []
-        for i in range(self._engine.num_io_tensors):
-            name = self._engine.get_tensor_name(i)
-            info = TensorInfo(name, np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))).type,
-                              tuple(d if d >= 0 else None for d in self._engine.get_tensor_shape(name)))
-            is_input = self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            (self.inputs if is_input else self.outputs).append(info)
-        self.metadata = engine_metadata(path)
-        self.providers = ["TensorRT"]
-
-    def _check(self, result: Any) -> Any:
-        """Unpack a cuda-python ``(error, value...)`` tuple, raising on error."""
-        err, *values = result if isinstance(result, tuple) else (result,)
-        if int(err) != 0:
-            raise BackendError(f"{self.path.name}: CUDA error {err}")
-        return values[0] if len(values) == 1 else (values or None)
-
-    def _device_buffer(self, name: str, nbytes: int) -> int:
-        """A device allocation for ``name`` of at least ``nbytes``, grown when needed."""
-        ptr, size = self._buffers.get(name, (0, 0))
-        if size < nbytes:
-            if ptr:
-                self._check(self._cudart.cudaFree(ptr))
-            ptr, size = self._check(self._cudart.cudaMalloc(max(nbytes, 1))), max(nbytes, 1)
-            self._buffers[name] = (ptr, size)
-        return ptr
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Copy inputs to the GPU, execute the engine, copy outputs back."""
-        cudart = self._cudart
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        for info in self.inputs:
-            array = np.ascontiguousarray(feeds[info.name], dtype=info.dtype)
-            if not self._context.set_input_shape(info.name, array.shape):
-                raise BackendError(f"{self.path.name}: input {info.name} shape {array.shape} is outside the engine's profile")
-            ptr = self._device_buffer(info.name, array.nbytes)
-            self._check(cudart.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes, h2d, self._stream))
-            self._context.set_tensor_address(info.name, ptr)
-        results = {}
-        for info in self.outputs:
-            shape = tuple(self._context.get_tensor_shape(info.name))
-            results[info.name] = np.empty(shape, dtype=info.dtype)
-            self._context.set_tensor_address(info.name, self._device_buffer(info.name, results[info.name].nbytes))
-        if not self._context.execute_async_v3(self._stream):
-            raise BackendError(f"{self.path.name}: TensorRT execution failed")
-        for name, array in results.items():
-            self._check(cudart.cudaMemcpyAsync(array.ctypes.data, self._buffers[name][0], array.nbytes, d2h, self._stream))
-        self._check(cudart.cudaStreamSynchronize(self._stream))
-        return results
-
-    def close(self) -> None:
-        """Free device buffers and the stream."""
-        for ptr, _ in self._buffers.values():
-            self._cudart.cudaFree(ptr)
-        self._buffers.clear()
-        if self._stream is not None:
-            self._cudart.cudaStreamDestroy(self._stream)
-            self._stream = None

@@ -259,8 +259,8 @@ class PoseEstimator:
 
     @property
     def max_batch(self) -> int | None:
-        """Most boxes per graph call the backend accepts (TensorRT profiles), or None for any."""
-        return None if type(self.backend).__name__ == "OrtBackend" else int(self.metadata.max_boxes)
+        """Most boxes per graph call the backend runs at once (a TensorRT engine's profiles), or None for any."""
+        return getattr(self.backend, "max_boxes", None)
 
     def infer(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """One graph call: boxes (n_i, 4) of each image → keypoints (sum n_i, K, 2) and scores (sum n_i, K)."""

@@ -53,10 +53,14 @@ def _save(graph: onnx.GraphProto, path: Path, props: dict[str, str] | None = Non
     return path
 
 
-def make_pose_model(path: Path, meta: ModelMetadata | None = None) -> Path:
-    """Write the stick-figure pose model (the contract's inputs, outputs and metadata) to ``path``."""
+def make_pose_model(path: Path, meta: ModelMetadata | None = None, template: np.ndarray = TEMPLATE) -> Path:
+    """Write the stick-figure pose model (the contract's inputs, outputs and metadata) to ``path``;
+    another (K, 2) ``template`` makes a K-keypoint model (scores ``linspace(1, 0.6, K)`` × red)."""
+    k = len(template)
+    score_scale = SCORE_SCALE if k == K else np.linspace(1.0, 0.6, k).astype(np.float32)
     c = lambda name, value: numpy_helper.from_array(np.asarray(value), name)  # noqa: E731
-    inits = [c("template", TEMPLATE[None]), c("score_scale", SCORE_SCALE[None]), c("half", np.float32(0.5)),
+    inits = [c("template", np.asarray(template, np.float32)[None]), c("score_scale", score_scale[None]),
+             c("half", np.float32(0.5)),
              c("inv255", np.float32(1 / 255)), c("s0", np.array([0], np.int64)), c("s2", np.array([2], np.int64)),
              c("s4", np.array([4], np.int64)), c("ax1", np.array([1], np.int64)), c("yx", np.array([1, 0], np.int64)),
              c("ch0", np.array([0], np.int64)), c("ch1", np.array([1], np.int64)),
@@ -95,8 +99,8 @@ def make_pose_model(path: Path, meta: ModelMetadata | None = None) -> Path:
          helper.make_tensor_value_info("image_sizes", TensorProto.INT32, ["B", 2]),
          helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", 4]),
          helper.make_tensor_value_info("box_image_index", TensorProto.INT32, ["N"])],
-        [helper.make_tensor_value_info("keypoints", TensorProto.FLOAT, ["N", K, 2]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", K])],
+        [helper.make_tensor_value_info("keypoints", TensorProto.FLOAT, ["N", k, 2]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", k])],
         initializer=inits)
     return _save(graph, path, (meta or metadata()).to_props())
 
