@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmpe.benchmarks import ap, nms_bench, pckh, ray_throughput, soak, tracking
+from rmpe.benchmarks import ap, hostile, nms_bench, pckh, ray_throughput, soak, tracking
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_parser(sub)
     pckh.add_parser(sub)
     soak.add_parser(sub)
+    hostile.add_parser(sub)
     tracking.add_parser(sub)
     ray_throughput.add_parser(sub)
     return parser

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .images import pixel_scale
+
 ImageId = int | str
 
 
@@ -39,6 +41,14 @@ class Boxes:
 def whole_image(height: int, width: int) -> Boxes:
     """Single-person mode: the whole image is one box with score 1."""
     return Boxes(np.array([[0, 0, width, height]], np.float32), np.ones(1, np.float32))
+
+
+def to_image_pixels(boxes: Boxes, image: np.ndarray) -> Boxes:
+    """A file's boxes (in the image file's pixels) in the pixels of ``image`` as decoded (reduced or not)."""
+    sx, sy = pixel_scale(image)
+    if (sx, sy) == (1.0, 1.0):
+        return boxes
+    return Boxes((boxes.xyxy / np.array([sx, sy, sx, sy], np.float32)).astype(np.float32), boxes.scores)
 
 
 def clean_boxes(boxes: Boxes, thr: float = 0.0, max_people: int = 0) -> Boxes:

@@ -92,8 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="most pixels of the (padded) images of one graph call; a larger image goes alone "
                      f"(default {PIXEL_BUDGET:,}: memory follows the images of a call, not the largest of the run)")
     run.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
-                     help=f"skip images of more pixels, read from their header before decoding (default {MAX_PIXELS:,}; "
-                     "0: no limit)")
+                     help=f"images of more pixels, read from their header before decoding, are skipped or reduced "
+                     f"(--oversize; default {MAX_PIXELS:,}; 0: no limit)")
+    run.add_argument("--oversize", choices=("skip", "downscale"), default="skip",
+                     help="images over --max-pixels: skip them with a message (default), or decode them reduced to "
+                     "--max-pixels (area averaging; results stay in the file's pixels, drawings are at the reduced size)")
     run.add_argument("--backend", choices=("auto", "ort", "ort-trt", "trt"), default="auto",
                      help="auto: by file suffix; ort-trt: ONNX Runtime's TensorRT provider")
     run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="execution device (default cpu)")
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .backends import BackendError, BackendOptions
-    from .boxes import BoxFileError, DetectionFile, image_ids, read_annotation_ids, whole_image
+    from .boxes import BoxFileError, DetectionFile, image_ids, read_annotation_ids, to_image_pixels, whole_image
     from .detector import DetectorError
     from .estimator import PoseEstimator
     from .frames import check_sequence_options
@@ -251,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
         def source(item, image_id, image):
             if isinstance(item, FrameItem):  # a frame's boxes are those of its index (or AlphaPose's "N.jpg")
                 return detections.lookup(f"{item.frame}.jpg", item.frame)
-            return detections.lookup(item.name, image_id)
+            return to_image_pixels(detections.lookup(item.name, image_id), image)
     elif estimator.detector is not None:
         def source(item, image_id, image):
             return estimator.detector(image)
@@ -314,7 +317,7 @@ def _process(args: argparse.Namespace, found, annotations, estimator, source) ->
 
     pipeline = Pipeline(estimator, source, [sink], batch=args.batch, box_thr=args.box_thr,
                         max_people=args.max_people, workers=args.workers, pixel_budget=args.batch_pixels,
-                        max_pixels=args.max_pixels)
+                        max_pixels=args.max_pixels, downscale=args.oversize == "downscale")
     stop = threading.Event()
     received = _stop_on_signals(stop)
     stats, status, ray_workers = pipeline.stats, 0, 0

@@ -56,6 +56,13 @@ class Poses:
     def __iter__(self) -> Iterator[Pose]:
         return (self[i] for i in range(len(self)))
 
+    def scaled(self, sx: float, sy: float) -> "Poses":
+        """The same people with x multiplied by ``sx`` and y by ``sy`` (a reduced image's pixels → its file's)."""
+        if (sx, sy) == (1.0, 1.0):
+            return self
+        xy = np.array([sx, sy], np.float32)
+        return Poses(self.keypoints * xy, self.keypoint_scores, self.boxes * np.tile(xy, 2), self.scores, self.box_scores)
+
     @classmethod
     def empty(cls, num_keypoints: int) -> "Poses":
         return cls(np.zeros((0, num_keypoints, 2), np.float32), np.zeros((0, num_keypoints), np.float32),

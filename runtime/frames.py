@@ -21,7 +21,7 @@ import numpy as np
 
 from .boxes import ImageId
 from .estimator import Poses
-from .images import ImageError, InputItem
+from .images import ImageError, InputItem, pixel_scale
 from .pipeline import RunStats
 from .tracking import PoseTracker, TrackerConfig
 from .video import FrameItem, FrameRange, VideoError, VideoReader, VideoWriter, ahead, frame_item
@@ -124,7 +124,7 @@ class ResultSink:
             ids = self.tracker(key).update(poses, position)
         if self.json_writer is not None:
             image_id = frame_image_id(frame.frame, self.frame_ids) if frame else self.image_ids.get(item.name, item.name)
-            entries = coco_entries(image_id, poses)
+            entries = coco_entries(image_id, poses.scaled(*pixel_scale(image)))
             for entry, i in zip(entries, range(len(entries)) if ids is None else ids.tolist()):
                 entry["idx"] = i
                 if frame is not None:

@@ -10,6 +10,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from . import libtiff_messages
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts")  # decoded by rmpe.runtime.video
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -18,6 +20,30 @@ _GLOB_CHARS = "*?["
 
 class ImageError(Exception):
     """An image that cannot be decoded; the message names the problem in a few words."""
+
+
+class ReducedImage(np.ndarray):
+    """Pixels decoded smaller than the file (``rmpe-run --oversize downscale``); ``scale`` (sx, sy) maps
+    their coordinates back to the file's: x_file = x * sx."""
+
+    scale: tuple[float, float] = (1.0, 1.0)
+
+    def __array_finalize__(self, obj) -> None:
+        self.scale = getattr(obj, "scale", (1.0, 1.0))
+
+
+def pixel_scale(image: np.ndarray) -> tuple[float, float]:
+    """(sx, sy) from ``image``'s pixels to its file's: (1, 1) unless it was decoded reduced."""
+    return getattr(image, "scale", (1.0, 1.0))
+
+
+def reduced_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The largest size of the same aspect ratio with at most ``max_pixels`` pixels."""
+    factor = (width * height / max_pixels) ** 0.5
+    w, h = max(1, int(width / factor)), max(1, int(height / factor))
+    while w * h > max_pixels:
+        w, h = max(1, w - 1), max(1, round(h * (w - 1) / w))
+    return w, h
 
 
 @dataclass
@@ -120,11 +146,35 @@ def _to_rgb(image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def load_image(path: Path, max_pixels: int = 0) -> np.ndarray:
+def _decode_reduced(image, max_pixels: int) -> ReducedImage:
+    """Decode an open Pillow image to at most ``max_pixels`` pixels, with the scale back to the file's."""
+    from PIL import Image, ImageOps
+
+    swapped = image.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that turn the image a quarter
+    width, height = (image.height, image.width) if swapped else image.size
+    target = reduced_size(width, height, max_pixels)
+    if image.format == "JPEG":
+        image.draft("RGB", target[::-1] if swapped else target)  # DCT scaling: decodes at 1/2, 1/4 or 1/8 size
+    image.load()
+    image = ImageOps.exif_transpose(image)
+    if image.mode == "1":
+        image = image.convert("L")  # one byte a pixel: the 1-bit bombs stay small
+    elif image.mode not in ("RGB", "L"):
+        image = Image.fromarray(_to_rgb(image))
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.BOX)
+    pixels = _to_rgb(image).view(ReducedImage)
+    pixels.scale = (width / target[0], height / target[1])
+    return pixels
+
+
+def load_image(path: Path, max_pixels: int = 0, downscale: bool = False) -> np.ndarray:
     """Decode ``path`` to RGB uint8 (EXIF orientation applied); raise :class:`ImageError` on failure.
 
     ``max_pixels`` (0: no limit) refuses larger images from their header, before any pixel is
-    decoded: a 37 KB 1-bit PNG can hold 169 M pixels, half a gigabyte once RGB.
+    decoded: a 37 KB 1-bit PNG can hold 169 M pixels, half a gigabyte once RGB. With ``downscale``
+    they are decoded reduced to ``max_pixels`` instead (JPEGs at a reduced DCT scale, then an
+    area-averaging resize) and returned as a :class:`ReducedImage`.
     """
     try:
         size = path.stat().st_size
@@ -132,22 +182,40 @@ def load_image(path: Path, max_pixels: int = 0) -> np.ndarray:
         raise ImageError(f"cannot open ({exc.strerror or exc.__class__.__name__})") from None
     if size == 0:
         raise ImageError("empty file (0 bytes)")
-    return decode_image(path, max_pixels, str(path))
+    return decode_image(path, max_pixels, str(path), downscale)
 
 
-def decode_image(source: Path | BinaryIO, max_pixels: int = 0, label: str = "") -> np.ndarray:
+def decode_image(source: Path | BinaryIO, max_pixels: int = 0, label: str = "", downscale: bool = False) -> np.ndarray:
     """Decode an image file or file object (bytes fetched from a URI) as :func:`load_image` does;
-    ``label`` names it in warnings."""
+    ``label`` names it in warnings, libtiff's own messages among them."""
+    libtiff_messages.install()
+    libtiff_messages.take()
+    try:
+        image = _decode(source, max_pixels, label, downscale)
+    except ImageError as exc:
+        messages = libtiff_messages.take()
+        raise ImageError(f"{exc}; libtiff: {messages[-1]}" if messages else str(exc)) from None
+    for message in libtiff_messages.take()[:3]:
+        warnings.warn(f"{label}: libtiff: {message}", RuntimeWarning, stacklevel=2)
+    return image
+
+
+def _decode(source: Path | BinaryIO, max_pixels: int, label: str, downscale: bool) -> np.ndarray:
+    """:func:`decode_image` without the libtiff messages."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(source) as image:
-            if max_pixels and image.width * image.height > max_pixels:
-                raise ImageError(f"{image.width}x{image.height} is {image.width * image.height / 1e6:.0f} M pixels, "
-                                 f"over --max-pixels {max_pixels} (0: no limit)")
-            if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
-                warnings.warn(f"{label}: {image.width}x{image.height} pixels is over Pillow's decompression bomb "
+            width, height = image.size
+            oversize = bool(max_pixels) and width * height > max_pixels
+            if oversize and not downscale:
+                raise ImageError(f"{width}x{height} is {width * height / 1e6:.0f} M pixels, "
+                                 f"over --max-pixels {max_pixels} (0: no limit; --oversize downscale reduces it)")
+            if not oversize and Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+                warnings.warn(f"{label}: {width}x{height} pixels is over Pillow's decompression bomb "
                               f"limit of {Image.MAX_IMAGE_PIXELS}; decoding it anyway", RuntimeWarning, stacklevel=2)
+            if oversize:
+                return _decode_reduced(image, max_pixels)
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)

@@ -64,23 +64,23 @@ class RunStats:
                 f"nms {s['nms']:.2f} s, write {s['write']:.2f} s")
 
 
-def _timed_load(item: InputItem, max_pixels: int) -> tuple[np.ndarray | ImageError, float]:
+def _timed_load(item: InputItem, max_pixels: int, downscale: bool) -> tuple[np.ndarray | ImageError, float]:
     start = time.perf_counter()
     try:
-        result: np.ndarray | ImageError = load_image(item.path, max_pixels)
+        result: np.ndarray | ImageError = load_image(item.path, max_pixels, downscale)
     except ImageError as exc:
         result = exc
     return result, time.perf_counter() - start
 
 
 def decode_ahead(items: list[InputItem], workers: int, ahead: int, stats: RunStats,
-                 max_pixels: int = 0) -> Iterator[tuple[int, InputItem, np.ndarray | ImageError]]:
+                 max_pixels: int = 0, downscale: bool = False) -> Iterator[tuple[int, InputItem, np.ndarray | ImageError]]:
     """Yield decoded images in input order while up to ``ahead`` more decode in ``workers`` threads."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="rmpe-decode") as pool:
         queue: deque[tuple[int, InputItem, Future]] = deque()
         todo = iter(enumerate(items))
         for index, item in todo:
-            queue.append((index, item, pool.submit(_timed_load, item, max_pixels)))
+            queue.append((index, item, pool.submit(_timed_load, item, max_pixels, downscale)))
             if len(queue) >= max(1, ahead):
                 break
         while queue:
@@ -91,7 +91,7 @@ def decode_ahead(items: list[InputItem], workers: int, ahead: int, stats: RunSta
             stats.seconds["decode"] += seconds
             nxt = next(todo, None)
             if nxt is not None:
-                queue.append((nxt[0], nxt[1], pool.submit(_timed_load, nxt[1], max_pixels)))
+                queue.append((nxt[0], nxt[1], pool.submit(_timed_load, nxt[1], max_pixels, downscale)))
             yield index, item, result
 
 
@@ -104,25 +104,27 @@ class _Pending:
 
 
 PIXEL_BUDGET = 24_000_000  # most pixels of one graph call's padded images (72 MB of uint8); a larger image goes alone
-MAX_PIXELS = 50_000_000  # larger images are refused before decoding (Pillow's bomb warning starts at 89 M)
+MAX_PIXELS = 50_000_000  # larger images are refused before decoding, or decoded reduced (Pillow's bomb warning starts at 89 M)
 
 
 class Pipeline:
     """Runs an estimator over many images with batching; results go to ``sinks``.
 
     Images share a graph call while their padded batch stays under ``pixel_budget`` pixels, so
-    memory follows the images of a call, not the largest image among many small ones.
+    memory follows the images of a call, not the largest image among many small ones. Images over
+    ``max_pixels`` are refused, or with ``downscale`` decoded reduced (:class:`ReducedImage`): boxes
+    and poses then are in the reduced image's pixels, and the sinks map them back.
     """
 
     def __init__(self, estimator: PoseEstimator, box_source: BoxSource, sinks: list[Sink], *, batch: int = 16,
                  box_thr: float = 0.05, max_people: int = 0, workers: int = 2, ahead: int = 8,
-                 pixel_budget: int = PIXEL_BUDGET, max_pixels: int = MAX_PIXELS) -> None:
+                 pixel_budget: int = PIXEL_BUDGET, max_pixels: int = MAX_PIXELS, downscale: bool = False) -> None:
         limit = estimator.max_batch
         self.estimator, self.box_source, self.sinks = estimator, box_source, sinks
         self.batch = max(1, min(batch, limit) if limit else batch)
         self.box_thr, self.max_people = box_thr, max_people
         self.workers, self.ahead = workers, ahead
-        self.pixel_budget, self.max_pixels = pixel_budget, max_pixels
+        self.pixel_budget, self.max_pixels, self.downscale = pixel_budget, max_pixels, downscale
         self.stats = RunStats()
         self._pending: list[_Pending] = []
 
@@ -135,7 +137,7 @@ class Pipeline:
         call and reach the sinks, and ``stats.interrupted`` tells the caller the run is incomplete.
         """
         decoded = ((item, ids[index], result) for index, item, result in
-                   decode_ahead(items, self.workers, self.ahead, self.stats, self.max_pixels))
+                   decode_ahead(items, self.workers, self.ahead, self.stats, self.max_pixels, self.downscale))
         return self.run_decoded(decoded, on_failure, progress, stop)
 
     def run_decoded(self, decoded: Iterable[tuple[InputItem, ImageId, np.ndarray | ImageError]],

@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .boxes import Boxes, DetectionFile, ImageId, image_ids, whole_image
-from .images import ImageError, InputItem, Inputs, decode_image, find_inputs, load_image
+from .boxes import Boxes, DetectionFile, ImageId, image_ids, to_image_pixels, whole_image
+from .images import ImageError, InputItem, Inputs, decode_image, find_inputs, load_image, pixel_scale
 from .pipeline import MAX_PIXELS, PIXEL_BUDGET, Pipeline, RunStats
 
 LIST_SUFFIXES = (".parquet", ".json", ".jsonl")  # lists of image URIs
@@ -144,10 +144,10 @@ def rows_for(items: list[InputItem], ids: list[ImageId], detections: DetectionFi
     return rows
 
 
-def read_image(uri: str, max_pixels: int = 0) -> np.ndarray:
+def read_image(uri: str, max_pixels: int = 0, downscale: bool = False) -> np.ndarray:
     """Decode the image at ``uri`` (a local path, ``file://``, or any scheme ``pyarrow.fs`` reads)."""
     if not _is_remote(uri):
-        return load_image(Path(uri[len("file://"):] if uri.startswith("file://") else uri), max_pixels)
+        return load_image(Path(uri[len("file://"):] if uri.startswith("file://") else uri), max_pixels, downscale)
     try:
         from pyarrow import fs
 
@@ -158,7 +158,7 @@ def read_image(uri: str, max_pixels: int = 0) -> np.ndarray:
         raise ImageError(f"cannot fetch ({str(exc).splitlines()[0][:160] if str(exc) else exc.__class__.__name__})") from None
     if not data:
         raise ImageError("empty file (0 bytes)")
-    return decode_image(io.BytesIO(data), max_pixels, uri)
+    return decode_image(io.BytesIO(data), max_pixels, uri, downscale)
 
 
 class PoseWorker:
@@ -199,13 +199,13 @@ class PoseWorker:
             given = boxes[slot[id(item)]]
             if given:
                 rows = np.asarray(json.loads(given), np.float32).reshape(-1, 5)
-                return Boxes(rows[:, :4], rows[:, 4])
+                return to_image_pixels(Boxes(rows[:, :4], rows[:, 4]), image)
             if self.estimator.detector is not None:
                 return self.estimator.detector(image)
             return whole_image(*image.shape[:2])
 
         def sink(index, item, image, poses) -> None:
-            entries[slot[id(item)]] = coco_entries(ids[slot[id(item)]], poses)
+            entries[slot[id(item)]] = coco_entries(ids[slot[id(item)]], poses.scaled(*pixel_scale(image)))
 
         def failed(item: InputItem, problem: str) -> None:
             errors[slot[id(item)]] = problem
@@ -222,11 +222,11 @@ class PoseWorker:
     def _decoded(self, items: list[InputItem], ids: list[ImageId],
                  uris: list[str]) -> Iterator[tuple[InputItem, ImageId, np.ndarray | ImageError]]:
         """Each row's image (or why not), decoded by a few threads in row order."""
-        max_pixels = self.settings.get("max_pixels", MAX_PIXELS)
+        max_pixels, downscale = self.settings.get("max_pixels", MAX_PIXELS), self.settings.get("downscale", False)
 
         def load(uri: str) -> np.ndarray | ImageError:
             try:
-                return read_image(str(uri), max_pixels)
+                return read_image(str(uri), max_pixels, downscale)
             except ImageError as exc:
                 return exc
 
@@ -300,7 +300,7 @@ def run_on_ray(args, items: list[InputItem], ids: list[ImageId], json_writer, on
                "refine": args.refine, "box_thr": args.box_thr, "max_people": args.max_people,
                "detector_format": args.detector_format}
     settings = {"batch": args.batch, "pixel_budget": args.batch_pixels, "max_pixels": args.max_pixels,
-                "decoders": args.workers}
+                "downscale": args.oversize == "downscale", "decoders": args.workers}
     rows = rows_for(items, ids, detections)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / ROW_BATCH)))
     result = pose_dataset(ds, args.model, workers=workers, threads=threads,

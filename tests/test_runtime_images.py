@@ -75,3 +75,27 @@ def test_find_inputs(tmp_path):
     globbed = find_inputs([str(tmp_path / "d" / "*.jpg"), str(tmp_path / "missing.jpg"), str(tmp_path / "none*.png")])
     assert [i.name for i in globbed.items] == ["b.jpg"]
     assert len(globbed.problems) == 2 and "missing.jpg: no such file" in globbed.problems[0]
+
+
+def test_libtiff_messages_name_the_file_instead_of_reaching_stderr(tmp_path, capfd):
+    import random
+
+    from rmpe.runtime.cli import main as run_main
+    from test_runtime_models import make_pose_model
+
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "good.tif", compression="tiff_lzw")
+    data = (tmp_path / "good.tif").read_bytes()
+    folder = tmp_path / "tifs"
+    folder.mkdir()
+    rng = random.Random(1)
+    for k in range(8):
+        broken = bytearray(data)
+        for _ in range(8):
+            broken[rng.randrange(8, len(broken))] = rng.randrange(256)
+        (folder / f"t{k}.tif").write_bytes(bytes(broken))
+    model = make_pose_model(tmp_path / "model.onnx")
+    assert run_main([str(model), str(folder), "--quiet", "--out", str(tmp_path / "r.json")]) == 0
+    lines = capfd.readouterr().err.splitlines()
+    assert any("libtiff:" in line for line in lines)
+    assert all(line.startswith("rmpe-run: ") for line in lines), lines
