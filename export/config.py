@@ -16,7 +16,7 @@ from rmpe.runtime.keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, COCO_SKELETO
 MIN_INPUT, MAX_INPUT = 8, 2048  # crop sides the exporter accepts, in pixels
 CHANNEL_ORDERS = ("rgb", "bgr")
 PIXEL_CENTRES = ("half", "integer")
-DECODES = ("log_parabola", "quarter_offset")
+DECODES = ("log_parabola", "quarter_offset", "bearpaw", "princeton")  # the last two: those hourglass sources' quarter-offset rules
 CROP_TAPS = 3  # samples per crop pixel per axis (graph.footprint_taps); 0: one exact bilinear sample
 
 
@@ -47,7 +47,7 @@ class ModelConfig:
     # Conventions of the checkpoint's source, reproduced inside the graph (docs/onnx-contract.md, "Conventions"):
     channel_order: str = "rgb"  # the network's input channel order; mean and std are given in this order
     pixel_centres: str = "half"  # "half": pixel i covers [i, i+1) (rmpe); "integer": pixel i is centred on i (OpenCV's warpAffine)
-    decode: str = "log_parabola"  # or "quarter_offset": argmax, then 0.25 cell toward the larger neighbour
+    decode: str = "log_parabola"  # or "quarter_offset": argmax, then 0.25 cell toward the larger neighbour; "bearpaw", "princeton": graph.py
     quarter_margin: tuple[int, int] = (2, 1)  # quarter_offset: cells the peak keeps from the (top/left, bottom/right) edges to be moved
     flip_shift: int = 0  # flip test: columns the mirrored crop's heatmaps move right before the average
     crop_taps: int = CROP_TAPS  # the crop's samples per pixel per axis unless rmpe-export says otherwise

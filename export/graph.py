@@ -256,10 +256,47 @@ def decode_quarter_offset(heatmaps: torch.Tensor, margin: tuple[int, int]) -> tu
 
     low, high = margin
     movable = ((x >= low) & (x <= w - 1 - high) & (y >= low) & (y <= h - 1 - high)).to(heatmaps.dtype)
-    x = x + 0.25 * torch.sign(at(1, 0) - at(-1, 0)) * movable
-    y = y + 0.25 * torch.sign(at(0, 1) - at(0, -1)) * movable
+    step_x = 0.25 * torch.sign(at(1, 0) - at(-1, 0)) * movable  # both steps read the neighbours of the argmax cell
+    step_y = 0.25 * torch.sign(at(0, 1) - at(0, -1)) * movable
+    x, y = x + step_x, y + step_y
     positive = (score > 0).to(heatmaps.dtype)
     return torch.cat([x, y], 2) * positive, score[:, :, 0]
+
+
+def decode_bearpaw(heatmaps: torch.Tensor, margin: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K, h, w) → keypoints (N, K, 2) in heatmap cells (centres at i + 0.5) and peak scores, as
+    bearpaw/pytorch-pose's final_preds: :func:`decode_quarter_offset`'s step (margin (1, 1) there),
+    then the half cell of its ``coords += 0.5``; a peak that is not positive leaves cell -0.5 (its 1-based 0 + 0.5)."""
+    cells, score = decode_quarter_offset(heatmaps, margin)
+    offset = torch.where(score > 0, torch.full_like(score, 0.5), torch.full_like(score, -0.5))
+    return cells + offset.unsqueeze(2), score
+
+
+def decode_princeton(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K, h, w) → keypoints (N, K, 2) in heatmap cells (centres at i + 0.5) and scores, as
+    princeton-vl/pytorch_stacked_hourglass's test.py and HeatmapParser: heatmaps capped at 1, cells
+    that are not the maximum of their 3×3 neighbourhood set to 0, the argmax, then a quarter cell
+    toward the neighbour only if it is strictly larger and otherwise away from it (neighbours past
+    the edge read the edge cell) and the half cell; a peak that is not positive (a map below 0
+    peaks at its first non-maximum, 0) stays at its cell's corner. The score is that peak."""
+    n, k, h, w = heatmaps.shape
+    capped = torch.minimum(heatmaps, torch.ones_like(heatmaps))
+    local_max = F.max_pool2d(capped, 3, stride=1, padding=1) == capped
+    score, index = torch.where(local_max, capped, torch.zeros_like(capped)).reshape(-1, k, h * w).max(dim=2, keepdim=True)
+    flat = capped.reshape(-1, k, h * w)  # the neighbours are read before the 3×3 suppression
+    position = index.to(heatmaps.dtype)
+    y = torch.floor(position / w)
+    x = position - y * w
+
+    def at(dx: int, dy: int) -> torch.Tensor:
+        xx = (x + dx).clamp(0, w - 1)
+        yy = (y + dy).clamp(0, h - 1)
+        return flat.gather(2, (yy * w + xx).long())
+
+    positive = (score > 0).to(heatmaps.dtype)
+    step_x = torch.where(at(1, 0) > at(-1, 0), torch.full_like(x, 0.75), torch.full_like(x, 0.25))
+    step_y = torch.where(at(0, 1) > at(0, -1), torch.full_like(y, 0.75), torch.full_like(y, 0.25))
+    return torch.cat([x + step_x * positive, y + step_y * positive], 2), score[:, :, 0]
 
 
 def blur_kernel(sigma: float, channels: int) -> torch.Tensor:
@@ -400,6 +437,10 @@ class PoseGraph(nn.Module):
         """
         if self.config.decode == "quarter_offset":
             return decode_quarter_offset(heatmaps, self.config.quarter_margin)
+        if self.config.decode == "bearpaw":
+            return decode_bearpaw(heatmaps, self.config.quarter_margin)
+        if self.config.decode == "princeton":
+            return decode_princeton(heatmaps)
         if self.softmax:
             return decode_heatmaps(heatmaps, neighbourhood_mass(heatmaps))
         if self.blur is None:

@@ -48,8 +48,10 @@ DECODES = {"gaussian": "argmax+log_parabola", "softmax": "softmax+argmax+log_par
 
 
 def decode_name(graph: PoseGraph) -> str:
-    """The metadata's ``decode``: the heatmap kind's, with the blur's σ first where the graph blurs."""
+    """The metadata's ``decode``: the heatmap kind's, with the blur's σ first where the graph blurs, or the source's quarter-offset rule."""
     cfg = graph.config
+    if cfg.decode != "log_parabola":  # a source's quarter-offset rule (config.DECODES)
+        return "argmax+quarter_offset" + ("" if cfg.decode == "quarter_offset" else f"({cfg.decode})")
     if graph.blur is not None:
         return f"blur{cfg.decode_blur:g}+{DECODES[cfg.heatmap]}"
     return DECODES[cfg.heatmap]
