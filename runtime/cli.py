@@ -305,7 +305,8 @@ def _process(args: argparse.Namespace, found, annotations, estimator, source) ->
     tracking = TrackerConfig(ttl=args.track_ttl, min_similarity=args.track_thr) if args.track else None
     sink = ResultSink(estimator.keypoint_names, estimator.skeleton, json_writer=json_writer,
                       image_writer=ImageWriter(args.save_img, estimator.skeleton, args.vis_thr) if args.save_img else None,
-                      tracking=tracking, frame_ids=args.frame_ids, image_ids=id_of, vis_thr=args.vis_thr)
+                      tracking=tracking, frame_ids=args.frame_ids, image_ids=id_of, vis_thr=args.vis_thr,
+                      oks_sigmas=estimator.metadata.oks_sigmas)
     if json_writer is not None and json_writer.done:
         sink.resume(read_journal(args.out))
 

@@ -71,8 +71,10 @@ class ResultSink:
 
     def __init__(self, keypoint_names: list[str], skeleton: list[list[int]], *, json_writer: JsonWriter | None = None,
                  image_writer: ImageWriter | None = None, tracking: TrackerConfig | None = None,
-                 frame_ids: str = "index", image_ids: dict[str, ImageId] | None = None, vis_thr: float = 0.3) -> None:
+                 frame_ids: str = "index", image_ids: dict[str, ImageId] | None = None, vis_thr: float = 0.3,
+                 oks_sigmas: list[float] | None = None) -> None:
         self.keypoint_names, self.skeleton, self.vis_thr = keypoint_names, skeleton, vis_thr
+        self.oks_sigmas = oks_sigmas  # the model's layout's, for the trackers' OKS (None: from the keypoint names)
         self.json_writer, self.image_writer = json_writer, image_writer
         self.tracking, self.frame_ids = tracking, frame_ids
         self.image_ids = image_ids or {}  # image name → image_id, in input order
@@ -104,7 +106,7 @@ class ResultSink:
     def tracker(self, key: str) -> PoseTracker:
         """The tracker of sequence ``key`` (made on first use)."""
         if key not in self.trackers:
-            self.trackers[key] = PoseTracker(self.keypoint_names, self.tracking)
+            self.trackers[key] = PoseTracker(self.keypoint_names, self.tracking, sigmas=self.oks_sigmas)
         return self.trackers[key]
 
     def start_video(self, writer: VideoWriter | None) -> None:

@@ -83,8 +83,9 @@ class PoseTracker:
     person is hidden, and a track that no confident pose ever matched ends when it is first missed.
     """
 
-    def __init__(self, keypoint_names: list[str], config: TrackerConfig = TrackerConfig(), first_id: int = 1) -> None:
-        self.sigmas = oks_sigmas(keypoint_names)
+    def __init__(self, keypoint_names: list[str], config: TrackerConfig = TrackerConfig(), first_id: int = 1,
+                 sigmas: list[float] | None = None) -> None:
+        self.sigmas = oks_sigmas(keypoint_names) if sigmas is None else np.asarray(sigmas, np.float64)  # the model's, where it has them
         self.config = config
         self.next_id = first_id
         self.tracks: list[_Track] = []
