@@ -19,7 +19,8 @@ from rmpe.runtime.keypoints import LAYOUTS, Layout
 PRINCETON, BEARPAW = "hourglass-princeton", "hourglass-bearpaw"
 SOURCES = (PRINCETON, BEARPAW)
 LAYOUT_BY_HEADS = {16: "mpii16", 17: "coco17"}  # the data sets the sources train on, by heatmap count
-BEARPAW_MEANS = {"mpii16": (0.4404, 0.4440, 0.4327), "coco17": (0.4566, 0.4369, 0.4061)}  # their data sets' RGB means
+# bearpaw's data/{mpii,coco}/mean.pth.tar: the RGB means of its training sets (color_normalize subtracts them only)
+BEARPAW_MEANS = {"mpii16": (0.4404428, 0.4440267, 0.4326828), "coco17": (0.4566077, 0.4368823, 0.4061418)}
 
 # Our residual's tensors under each source's names: (ours, princeton's, bearpaw's).
 RESIDUAL_PARTS = [("bn1", "bn1", "bn1"), ("conv1", "conv1.conv", "conv1"), ("bn2", "bn2", "bn2"),
