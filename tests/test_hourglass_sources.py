@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rmpe.export.checkpoint import CheckpointError, load_weights, read_state_dict
+from rmpe.export.config import ModelConfig
 from rmpe.export.graph import PoseGraph, decode_bearpaw, decode_princeton, decode_quarter_offset
 from rmpe.export.hourglass_sources import (BEARPAW, PRINCETON, detect_hourglass_source, hourglass_config,
                                            hourglass_state_dict, key_names, our_network_keys)
@@ -105,7 +106,7 @@ def test_config_reads_shape_layout_and_conventions(source: str, full_size) -> No
     assert config.mean == ((0.0, 0.0, 0.0) if source == PRINCETON else (0.4404428, 0.4440267, 0.4326828))
     assert (config.pixel_centres, config.flip_shift, config.crop_taps, config.stn, config.trained) == ("half", 0, 0, False, True)
     assert config.decode == ("princeton" if source == PRINCETON else "bearpaw")
-    config.check()
+    assert ModelConfig.from_dict(config.to_dict()) == config  # the JSON beside an exported model reads back
 
 
 @pytest.mark.parametrize("source", [PRINCETON, BEARPAW])
