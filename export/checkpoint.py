@@ -65,13 +65,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors")
-    return {_strip_prefixes(k): v for k, v in state.items()}
+    return {strip_prefixes(k): v for k, v in state.items()}
 
 
-def _strip_prefixes(key: str) -> str:
-    for prefix in ("module.", "model."):
-        while key.startswith(prefix):
-            key = key[len(prefix):]
+def strip_prefixes(key: str) -> str:
+    """``key`` without the ``module.``/``model.`` prefixes of training wrappers, in any order
+    (princeton-vl's hourglass saves ``model.module.``: its Trainer around DataParallel)."""
+    while key.startswith(("module.", "model.")):
+        key = key.split(".", 1)[1]
     return key
 
 

@@ -12,7 +12,7 @@ import re
 
 import torch
 
-from rmpe.export.checkpoint import CheckpointError
+from rmpe.export.checkpoint import CheckpointError, strip_prefixes
 from rmpe.export.config import ModelConfig
 from rmpe.runtime.keypoints import LAYOUTS, Layout
 
@@ -28,21 +28,9 @@ RESIDUAL_PARTS = [("bn1", "bn1", "bn1"), ("conv1", "conv1.conv", "conv1"), ("bn2
                   ("skip", "skip_layer.conv", "downsample.0")]
 
 
-def strip_wrappers(key: str) -> str:
-    """``key`` without the ``model.``/``module.`` prefixes of training wrappers (princeton saves
-    ``model.module.``: its Trainer around DataParallel; bearpaw ``module.``), in any order."""
-    while True:
-        for prefix in ("module.", "model."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-                break
-        else:
-            return key
-
-
 def detect_hourglass_source(keys) -> str | None:
     """``hourglass-princeton`` or ``hourglass-bearpaw`` when ``keys`` are that source's state dict, else None."""
-    names = {strip_wrappers(k) for k in keys}
+    names = {strip_prefixes(k) for k in keys}
     if {"pre.0.conv.weight", "outs.0.conv.weight"} <= names and any(k.startswith("hgs.0.0.") for k in names):
         return PRINCETON
     if {"conv1.weight", "layer1.0.conv1.weight", "score.0.weight"} <= names and any(k.startswith("hg.0.hg.") for k in names):
@@ -51,7 +39,7 @@ def detect_hourglass_source(keys) -> str | None:
 
 
 def _tensors(state) -> dict[str, torch.Tensor]:
-    return {strip_wrappers(k): v for k, v in state.items()}
+    return {strip_prefixes(k): v for k, v in state.items()}
 
 
 def _shape_of(state: dict[str, torch.Tensor], key: str, source: str) -> tuple[int, ...]:

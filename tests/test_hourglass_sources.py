@@ -114,6 +114,7 @@ def test_saved_checkpoint_loads_strictly_tensor_for_tensor(source: str, full_siz
     state = full_size[source]
     path = save_as_source(source, state, tmp_path / "checkpoint.pth.tar")
     read = read_state_dict(path)
+    assert set(read) == set(state)  # the wrappers' prefixes gone, princeton's model.module. too
     assert detect_hourglass_source(read) == source
     config = hourglass_config(source, read)
     ours = hourglass_state_dict(source, read)
