@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmpe.benchmarks import ap, hostile, nms_bench, pckh, ray_throughput, soak, tracking
+from rmpe.benchmarks import ap, hostile, latency, nms_bench, parity, pckh, ray_throughput, soak, tracking
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     hostile.add_parser(sub)
     tracking.add_parser(sub)
     ray_throughput.add_parser(sub)
+    latency.add_parser(sub)
+    parity.add_parser(sub)
     return parser
 
 

@@ -10,7 +10,7 @@ from rmpe.export import tensorrt_cli
 from rmpe.export.checkpoint import CheckpointError, load_graph
 from rmpe.export.config import MAX_INPUT, MIN_INPUT, ModelConfig
 from rmpe.export.graph import CROP_TAPS
-from rmpe.export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, export_onnx, fp16_copy, metadata_for
+from rmpe.export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, export_onnx, fp16_copy, fp16_metadata, metadata_for
 from rmpe.export.parity import FP32_MAX_FRACTION, FP32_TOLERANCE_PX, compare
 from rmpe.export.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD, CalibrationError, export_int8, summary
 
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     precision = "fp16" if args.fp16 else "fp32"
     exported = fp16_copy(graph) if args.fp16 else graph
     meta = metadata_for(graph, precision, sha, args.max_boxes, graph.config.name)
+    meta = fp16_metadata(meta) if args.fp16 else meta
     onnx_path = args.out / f"{args.name}.onnx"
     export_onnx(exported, onnx_path, meta, args.opset)
     meta.write_json(args.out / f"{args.name}.json")

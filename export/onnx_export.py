@@ -153,6 +153,21 @@ def fix_output_shapes(model: onnx.ModelProto, num_keypoints: int) -> None:
                 dim.dim_param = value
 
 
+FP16_KEPT_FP32 = {
+    "inputs and outputs": "the contract's dtypes (docs/onnx-contract.md)",
+    "crop": "sampling positions reach 4096 px, where fp16 steps are 4 px",
+    "stn theta and grid": "θ composes with the crop transform at image coordinates",
+    "decode": "sub-cell peak fit on differences of neighbouring heatmap values",
+    "batch norms": "folded into their convolutions in fp32 before the cast: unfolded they cost 0.008 AP "
+                   "(BENCHMARKS.md, 'The bundled default model')",
+}
+
+
+def fp16_metadata(meta: ModelMetadata) -> ModelMetadata:
+    """``meta`` with ``extra.fp16``: what an fp16 export keeps in fp32 and the measurement behind each."""
+    return replace(meta, extra={**meta.extra, "fp16": {"kept_fp32": dict(FP16_KEPT_FP32)}})
+
+
 def fp16_copy(graph: PoseGraph) -> PoseGraph:
     """A separate fp16 graph, leaving ``graph`` in fp32 as the parity reference."""
     twin = PoseGraph(replace(graph.config), flip_test=graph.flip_test, crop_taps=graph.crop_taps, cast_first=graph.cast_first)

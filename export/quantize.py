@@ -257,14 +257,19 @@ def quantize_network(network: Path, cache: Path, form: Int8Form, method: str, fl
 @contextlib.contextmanager
 def quiet_quantiser() -> Iterator[None]:
     """Silence the quantiser's advice to pre-process (the deploy graph's convolutions and batch norms
-    are folded by the exporter already) for the duration of a call."""
+    are folded by the exporter already) and ONNX Runtime's warnings about the initializers the
+    calibration's augmented graph no longer reads, for the duration of a call."""
+    import onnxruntime as ort
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
+    ort.set_default_logger_severity(3)
     try:
         yield
     finally:
         root.setLevel(level)
+        ort.set_default_logger_severity(2)  # ONNX Runtime's default: warnings
 
 
 def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
