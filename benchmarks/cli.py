@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmpe.benchmarks import ap, hostile, latency, nms_bench, parity, pckh, ray_throughput, soak, tracking
+from rmpe.benchmarks import ap, hostile, latency, nms_bench, parity, pckh, pipeline, ray_throughput, soak, tracking
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     ray_throughput.add_parser(sub)
     latency.add_parser(sub)
     parity.add_parser(sub)
+    pipeline.add_parser(sub)
     return parser
 
 

@@ -31,12 +31,9 @@ def rss_mb() -> float:
 def run(args: argparse.Namespace) -> int:
     """Run the pipeline over ``--images`` images and print the memory table."""
     from rmpe.benchmarks.ap import InputError, read_data_set
+    from rmpe.benchmarks.pipeline import run_pipeline
     from rmpe.runtime.backends import BackendError
-    from rmpe.runtime.boxes import DetectionFile
     from rmpe.runtime.estimator import PoseEstimator
-    from rmpe.runtime.images import InputItem
-    from rmpe.runtime.pipeline import Pipeline
-    from rmpe.runtime.writers import JsonWriter
 
     if args.images < 10:
         print(f"{PROG}: error: --images must be at least 10", file=sys.stderr)
@@ -46,36 +43,22 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    detections = DetectionFile(data.detections)
-    files = {path.name: image_id for path, image_id in zip(data.files, data.ids)}
-    items = [InputItem(data.files[i % len(data.files)], f"{i}/{data.files[i % len(data.files)].name}")
-             for i in range(args.images)]
-    ids = [files[item.path.name] for item in items]
     samples: list[tuple[int, float]] = []
     try:
         estimator = PoseEstimator(args.model)
     except (BackendError, ValueError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+
+    def sample(done: int) -> None:
+        if done % max(1, args.images // 10) == 0:
+            samples.append((done, rss_mb()))
+
     with estimator, tempfile.TemporaryDirectory(prefix="rmpe-soak-") as tmp:
-        writer = JsonWriter(Path(tmp) / "results.json", [item.name for item in items])
-        done = 0
-
-        def sink(index, item, image, poses) -> None:
-            nonlocal done
-            writer.add(item.name, ids[index], poses)
-            done += 1
-            if done % max(1, args.images // 10) == 0:
-                samples.append((done, rss_mb()))
-
-        def source(item, image_id, image):
-            return detections.lookup(item.path.name, image_id)
-
         samples.append((0, rss_mb()))
         start = time.perf_counter()
-        stats = Pipeline(estimator, source, [sink], batch=args.batch).run(items, ids, on_failure=lambda item, why: None)
+        stats = run_pipeline(estimator, data, args.images, args.batch, Path(tmp), sample)
         seconds = time.perf_counter() - start
-        writer.close()
         samples.append((stats.images, rss_mb()))
     middle = min(samples, key=lambda s: abs(s[0] - args.images / 2))
     first_tenth = samples[1] if len(samples) > 2 else samples[0]
