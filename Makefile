@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e '.[train,bench,dev,video,ray]'
+	$(BIN)/python -m rmpe.export.trt_api --fetch  # TensorRT 10 and 11 bindings wheels for the API check (tests/test_trt_api.py)
 	if command -v npm >/dev/null; then npm ci --ignore-scripts --prefix examples/node --silent; fi
 	touch $(STAMP)
 

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem := tensorrt_cli.argument_problem(args):
         print(f"rmpe-export: {problem}", file=sys.stderr)
         return 2
-    if args.check or args.build_engine:
+    if tensorrt_cli.runs_alone(args):
         return tensorrt_cli.run_alone(args)
     if not MIN_OPSET <= args.opset <= MAX_OPSET:
         print(f"rmpe-export: --opset {args.opset}: choose {MIN_OPSET} to {MAX_OPSET} (the graph's ops need {MIN_OPSET}; "

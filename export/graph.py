@@ -35,12 +35,13 @@ class ImageBatch:
 
 def image_batch(images: torch.Tensor, sizes: torch.Tensor | None = None, cast_first: bool = False) -> ImageBatch:
     """(B, H, W, 3) uint8 images (+ their (B, 2) real sizes; default the full tensor) → :class:`ImageBatch`."""
-    h, w = torch.as_tensor(images.shape[1]), torch.as_tensor(images.shape[2])
+    pixels = images.float() if cast_first else images  # cast first: TensorRT reshapes no uint8, nor takes its shape
+    h, w = torch.as_tensor(pixels.shape[1]), torch.as_tensor(pixels.shape[2])
     limit = torch.stack([h, w]).to(torch.float32)
     if sizes is None:
-        sizes = limit.expand(images.shape[0], 2)
+        sizes = limit.expand(pixels.shape[0], 2)
     sizes = torch.minimum(torch.maximum(sizes.to(torch.float32), torch.zeros_like(limit)), limit)
-    table = (images.float() if cast_first else images).reshape(-1, 3)  # cast first: TensorRT reshapes no uint8
+    table = pixels.reshape(-1, 3)
     return ImageBatch(table, h, w, sizes)
 
 

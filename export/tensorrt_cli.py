@@ -1,5 +1,6 @@
 """The TensorRT part of ``rmpe-export``: the offline check of every export, ``--check FILE.onnx``,
-``--engine`` (build ``NAME.plan`` after exporting) and ``--build-engine FILE.onnx``."""
+``--engine`` (build ``NAME.plan`` after exporting), ``--build-engine FILE.onnx`` and
+``--trt-api-check`` (rmpe's TensorRT code against the real bindings of TensorRT 10 and 11)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--engine-out", type=Path, metavar="PLAN", help="--build-engine's plan (default: FILE.plan)")
     group.add_argument("--check", type=Path, metavar="FILE.onnx",
                        help="only run the offline TensorRT check on FILE.onnx; exit status 1 when it fails")
+    group.add_argument("--trt-api-check", action="store_true",
+                       help="only check rmpe's TensorRT code against the real Python bindings of TensorRT 10.x and 11.x "
+                       "(wheels from make install or pip download; needs a C compiler, no TensorRT, no GPU)")
     group.add_argument("--profile", action="append", metavar="SPEC",
                        help="an optimisation profile, boxes=MIN:OPT:MAX,images=MIN:OPT:MAX,size=HxW:HxW:HxW (parts left "
                        "out: boxes=1:16:MAX_BOXES, images=1:1:4, size=16x16:1080x1920:4096x4096); repeat for more "
@@ -114,8 +118,17 @@ def model_max_boxes(path: Path) -> int:
         return DEFAULT_MAX_BOXES
 
 
+def runs_alone(args: argparse.Namespace) -> bool:
+    """Whether a TensorRT flag asks for work without an export."""
+    return bool(args.check or args.build_engine or args.trt_api_check)
+
+
 def run_alone(args: argparse.Namespace) -> int:
-    """``--check FILE.onnx`` or ``--build-engine FILE.onnx`` without an export; the exit status."""
+    """``--check FILE.onnx``, ``--build-engine FILE.onnx`` or ``--trt-api-check`` without an export; the exit status."""
+    if args.trt_api_check:
+        from rmpe.export.trt_api import main as api_check
+
+        return api_check([])
     path = args.check or args.build_engine
     max_boxes = model_max_boxes(path)
     try:

@@ -1,23 +1,23 @@
 """API check of rmpe's TensorRT code against the real Python bindings of TensorRT 10.x and 11.x,
-without TensorRT's libraries or a GPU.
+without TensorRT's libraries or a GPU (``rmpe-export --trt-api-check``).
 
 NVIDIA's bindings wheels (``tensorrt-cu12-bindings``, ``tensorrt_cu13_bindings``, about 1.3 MB each)
 hold the pybind11 module ``tensorrt.so`` with every class, method, property, enum member and
-signature; it fails to import only because ``libnvinfer`` and its siblings are missing. So:
+signature; it fails to import only because ``libnvinfer`` and its siblings are missing. Both wheels
+name their module ``tensorrt_bindings``, so they cannot share one environment; instead:
 
-1. :func:`fetch` downloads the pinned wheels with pip into a cache (``make install`` does it);
+1. :func:`fetch` downloads the pinned wheels with ``pip download --no-deps`` into a cache folder
+   (``make install`` does it: ``python -m rmpe.export.trt_api --fetch``);
 2. :func:`describe` compiles stub libraries under the names the module links against (a C
    compiler, once; each stub function returns 0), imports the module in a subprocess with them
    loaded and writes every class, enum member, property (type, writable) and method signature
-   (pybind11's, overloads included) to JSON;
-3. :func:`checked_module` wraps a fake ``tensorrt`` (tools/fake_tensorrt.py) so that every attribute
-   rmpe's code reaches is looked up in that description and every call is bound to a real
+   (pybind11's, overloads included) to JSON beside the wheel;
+3. :func:`checked_module` wraps the stand-in ``tensorrt`` of rmpe.export.trt_fake so that every
+   attribute rmpe's code reaches is looked up in that description and every call is bound to a real
    signature: a name the version lacks, or arguments no overload takes, raise :class:`APIMismatch`
    and are recorded;
-4. :func:`exercise` runs rmpe's engine builder and runner through it (every line of
-   export/tensorrt_build.py and runtime/tensorrt_backend.py, tests/test_trt_api.py checks).
-
-``python tools/trt_api.py`` does all four for both versions and lists what rmpe uses.
+4. rmpe.export.trt_exercise runs rmpe's engine builder and runner through it, every line of
+   export/tensorrt_build.py and runtime/tensorrt_backend.py.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from typing import Any, Iterator
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 WHEELS = {"10": "tensorrt-cu12-bindings==10.16.1.11", "11": "tensorrt_cu13_bindings==11.4.0.106"}
 PREFIXES = ("tensorrt_bindings.tensorrt.", "tensorrt.tensorrt.", "tensorrt_bindings.", "tensorrt.")
 BUFFER_CLASSES = {"IHostMemory"}  # documented to support the buffer protocol (bytes(...), memoryview(...))
@@ -512,22 +511,26 @@ def patched_modules(modules: dict[str, Any]) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tools/trt_api.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--fetch", action="store_true", help="only download and describe the bindings wheels")
-    parser.add_argument("--cache", type=Path, help=f"wheel cache (default {cache_dir()})")
+    """Check both versions (``rmpe-export --trt-api-check``), or with ``--fetch`` only download the wheels."""
+    parser = argparse.ArgumentParser(prog="python -m rmpe.export.trt_api", description=__doc__.splitlines()[0])
+    parser.add_argument("--fetch", action="store_true", help="only download the bindings wheels (make install)")
+    parser.add_argument("--cache", type=Path, help=f"wheel cache (default: $RMPE_TRT_BINDINGS or {cache_dir()})")
     args = parser.parse_args(argv)
-    apis = load_apis(args.cache)
-    for major, description in apis.items():
-        print(f"TensorRT {description['version']}: {len(description['module'])} names described")
-    if args.fetch:
-        return 0
-    sys.path.insert(0, str(ROOT / "tools"))
-    from trt_exercise import exercise  # noqa: E402 - tools/ is not a package
+    try:
+        if args.fetch:
+            for wheel in fetch(args.cache).values():
+                print(f"TensorRT bindings: {wheel}")
+            return 0
+        apis = load_apis(args.cache)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"rmpe-export --trt-api-check: {exc}", file=sys.stderr)
+        return 2
+    from rmpe.export.trt_exercise import exercise
 
     status = 0
-    for major, description in apis.items():
+    for description in apis.values():
         used, violations = exercise(description)
-        print(f"\nTensorRT {description['version']}: rmpe uses {len(used)} names and calls, "
+        print(f"TensorRT {description['version']}: rmpe uses {len(used)} names and calls, "
               f"{len(violations)} not in the real bindings")
         print("  " + "\n  ".join(sorted(used)))
         for violation in violations:

@@ -1,5 +1,5 @@
 """rmpe's TensorRT code paths, run against a fake ``tensorrt`` seen through one version's real API
-(tools/trt_api.py), with the lines of the engine builder and runner that ran.
+(rmpe.export.trt_api), with the lines of the engine builder and runner that ran.
 
 Every branch of export/tensorrt_build.py and runtime/tensorrt_backend.py that touches TensorRT is
 taken here: the three precisions, each build option, timing caches new, reused and mismatched, a
@@ -23,12 +23,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-import fake_tensorrt
-from trt_api import checked_module, patched_modules
+from rmpe.export import trt_fake as fake_tensorrt
+from rmpe.export.trt_api import checked_module, patched_modules
 
 KEYPOINTS = 17
-TRACED = ("export/tensorrt_build.py", "runtime/tensorrt_backend.py")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def contract_onnx(path: Path, precision: str = "fp32", node_name: str = "", tagged: bool = True) -> Path:
@@ -98,11 +96,19 @@ def random_feeds(rng: np.random.Generator, heights: list[int], widths: list[int]
             "boxes": rng.uniform(0, 50, (boxes, 4)).astype(np.float32), "box_image_index": index}
 
 
+def traced_files() -> tuple[Path, ...]:
+    """The files every line of which the exercise runs: the engine builder and the runner."""
+    from rmpe.export import tensorrt_build
+    from rmpe.runtime import tensorrt_backend
+
+    return Path(tensorrt_build.__file__), Path(tensorrt_backend.__file__)
+
+
 class LineTrace:
     """The lines of ``files`` that ran while it was active (sys.settrace)."""
 
-    def __init__(self, files: tuple[str, ...]) -> None:
-        self.files = {str(ROOT / f) for f in files}
+    def __init__(self, files: tuple[Path, ...]) -> None:
+        self.files = {str(f) for f in files}
         self.lines: set[tuple[str, int]] = set()
 
     def _trace(self, frame: Any, event: str, arg: Any) -> Any:
@@ -138,10 +144,9 @@ def executable_lines(path: Path) -> set[int]:
 def missed_lines(trace: LineTrace) -> dict[str, list[int]]:
     """Per traced file, the executable lines that did not run."""
     missed = {}
-    for name in TRACED:
-        path = ROOT / name
-        ran = {line for f, line in trace.lines if f == str(path)}
-        missed[name] = sorted(executable_lines(path) - ran)
+    for name in sorted(trace.files):
+        ran = {line for f, line in trace.lines if f == name}
+        missed[Path(name).name] = sorted(executable_lines(Path(name)) - ran)
     return missed
 
 

@@ -5,7 +5,7 @@ The fake builder parses nothing: its "plan" is a small header (profiles, typing)
 ONNX bytes, and the fake engine runs that ONNX in ONNX Runtime on the host, reading its inputs from
 and writing its outputs to the addresses the caller set, as TensorRT does on the device. "Device"
 and "pinned" memory are host memory from ctypes, so copies are real memmoves. Its API is only as
-wide as rmpe uses; tools/trt_api.py wraps it so that every use is checked against the real bindings.
+wide as rmpe uses; rmpe.export.trt_api wraps it so that every use is checked against the real bindings.
 A graph with a node named ``reject`` fails to parse, one named ``unbuildable`` fails to build.
 """
 

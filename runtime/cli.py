@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=("auto", "ort", "ort-trt", "trt"), default="auto",
                      help="auto: by file suffix; ort-trt: ONNX Runtime's TensorRT provider")
     run.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="execution device (default cpu)")
+    run.add_argument("--trt-cache", metavar="DIR", help="--backend ort-trt: folder of the TensorRT provider's engine and "
+                     "timing caches, so only the first run builds (default: ~/.cache/rmpe/ort-tensorrt)")
+    run.add_argument("--trt-fp16", action="store_true", help="--backend ort-trt: let TensorRT run fp32 layers in fp16 "
+                     "(an --fp16 export keeps the sampling grids fp32 and is the safer way to fp16)")
     run.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     run.add_argument("--opt-level", choices=("disable", "basic", "extended", "all"), default="all",
                      help="ONNX Runtime graph optimisation level")
@@ -232,7 +236,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
 
     options = BackendOptions(backend=args.backend, device=args.device, threads=args.threads,
-                             optimization=args.opt_level, session_config=config)
+                             optimization=args.opt_level, session_config=config, trt_cache=args.trt_cache,
+                             trt_fp16=args.trt_fp16)
     try:
         annotations = read_annotation_ids(args.annotations) if args.annotations else None
         detections = DetectionFile(args.boxes) if args.boxes else None
