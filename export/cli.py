@@ -6,13 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from rmpe.export import tensorrt_cli
-from rmpe.export.checkpoint import CheckpointError, load_graph
+from rmpe.export import sources, tensorrt_cli
+from rmpe.export.checkpoint import CheckpointError, config_path_for, load_graph, load_weights, read_state_dict, sha256_of
 from rmpe.export.config import MAX_INPUT, MIN_INPUT, ModelConfig
-from rmpe.export.graph import CROP_TAPS
+from rmpe.export.graph import CROP_TAPS, PoseGraph
 from rmpe.export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, export_onnx, fp16_copy, fp16_metadata, metadata_for
 from rmpe.export.parity import FP32_MAX_FRACTION, FP32_TOLERANCE_PX, compare
 from rmpe.export.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD, CalibrationError, export_int8, summary
+from rmpe.runtime.keypoints import LAYOUTS
 
 EPILOG = """examples:
   rmpe-export                                  # the bundled default model → rmpe-model/model.onnx
@@ -21,6 +22,17 @@ EPILOG = """examples:
   rmpe-export --int8 --calib synth --out m8    # int8 network: m8/model.onnx (TensorRT Q/DQ) + model-ort-cpu.onnx
   rmpe-export --checkpoint runs/x/best.safetensors --out m --max-boxes 32
   rmpe-export --checkpoint hg.pth --config hg.json --input-size 256x192
+
+other projects' checkpoints (architecture, options and keypoint layout read from the state dict):
+  rmpe-export --checkpoint fast_res50_256x192.pth --out fastpose            # AlphaPose FastPose, COCO 17
+  rmpe-export --checkpoint halpe26_fast_res50_256x192.pth --out halpe       # Halpe 26 (26 heatmaps)
+  rmpe-export --checkpoint fast_dcn_res50_256x192.pth \
+              --config configs/coco/resnet/256x192_res50_lr1e-3_1x.yaml    # an AlphaPose YAML names the model
+  rmpe-export --checkpoint pose_hrnet_w32_256x192.pth --out hrnet           # leoxiaobin HRNet (ImageNet mean/std)
+  rmpe-export --checkpoint hrnet_w32_256x192.pth --conventions alphapose    # AlphaPose's HRNet: same keys, its input
+  rmpe-export --checkpoint pose_resnet_50_256x192.pth.tar --out sb          # microsoft SimpleBaseline (BGR input)
+  rmpe-export --checkpoint checkpoint.pth.tar --out hg8                     # princeton-vl or bearpaw hourglass, MPII 16
+  rmpe-export --checkpoint fast_res50_256x192.pth --heatmaps --flip         # + raw heatmaps output, flip test
 
 The file written needs only ONNX Runtime (or TensorRT) to run: see docs/onnx-contract.md.
 After writing, the file is run in ONNX Runtime and compared with PyTorch; the command exits with
@@ -44,7 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rmpe-export", description="Export an RMPE pose model (STN + stacked hourglass + decode + SDTN) to one ONNX file.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="rmpe .safetensors (config read from the .json beside it) or a torch .pth state dict; default: the bundled model")
-    parser.add_argument("--config", type=Path, help="model config JSON (overrides the one beside the checkpoint)")
+    parser.add_argument("--config", type=Path,
+                        help="rmpe model config JSON (overrides the one beside the checkpoint), or an AlphaPose YAML "
+                        "(configs/*.yaml: architecture, options, crop size and keypoint count from its MODEL and DATA_PRESET)")
+    parser.add_argument("--arch", choices=("auto",) + sources.ARCHS, default="auto",
+                        help="the checkpoint's architecture (default auto: rmpe's own when a config JSON sits beside it, "
+                        "else read from the state dict's keys)")
+    parser.add_argument("--layout", choices=tuple(LAYOUTS),
+                        help="keypoint layout: names, skeleton, flip pairs, OKS sigmas (default: from the head's channel "
+                        "count: 17 coco17, 26 halpe26, 16 mpii16)")
+    parser.add_argument("--conventions", choices=tuple(sources.CONVENTIONS),
+                        help="pre-processing of the project that trained an AlphaPose/HRNet/SimpleBaseline checkpoint "
+                        "(default: alphapose for AlphaPose configs and preact. keys, else hrnet or simplebaseline; "
+                        "docs/onnx-contract.md, 'Conventions')")
+    parser.add_argument("--heatmaps", action="store_true",
+                        help="add the network's raw heatmaps (boxes, K, h, w) as a third output, to compare with the "
+                        "source framework tensor by tensor")
     parser.add_argument("--out", type=Path, default=Path("rmpe-model"), help="output folder for model.onnx and model.json (default: %(default)s)")
     parser.add_argument("--name", default="model", help="file name stem inside --out (default: %(default)s)")
     parser.add_argument("--fp16", action="store_true", help="fp16 weights and convolutions; inputs, outputs, grids and decode stay fp32")
@@ -71,6 +98,42 @@ def build_parser() -> argparse.ArgumentParser:
                         "the graph's inputs; ONNX Runtime is faster without it on large images)")
     tensorrt_cli.add_arguments(parser)
     return parser
+
+
+def is_yaml(path: Path | None) -> bool:
+    return path is not None and path.suffix.lower() in (".yaml", ".yml")
+
+
+def load_model(args: argparse.Namespace) -> tuple[PoseGraph, str, str | None]:
+    """The graph to export, its checkpoint's sha256, and a line saying what was imported (None: rmpe's own model).
+
+    rmpe's own checkpoints come with a config JSON (beside it or ``--config``); any other state dict
+    is another project's, recognised by its keys (export/sources.py) unless ``--arch`` names it.
+    """
+    yaml_config = args.config if is_yaml(args.config) else None
+    source_flags = args.arch != "auto" or args.layout or args.conventions or yaml_config
+    own = args.checkpoint is None or (args.config and not yaml_config) or (
+        not source_flags and config_path_for(args.checkpoint).is_file())
+    if own:
+        if source_flags:
+            raise ValueError("--arch, --layout, --conventions and an AlphaPose YAML apply to other projects' "
+                             "checkpoints, not to rmpe's own model and its config JSON")
+        config = ModelConfig.load(args.config) if args.config else None
+        graph, sha = load_graph(args.checkpoint, config, flip_test=args.flip, input_size=args.input_size)
+        return graph, sha, None
+    where = str(args.checkpoint)
+    state = read_state_dict(args.checkpoint)
+    if not source_flags and sources.detect_arch(state) is None:
+        try:
+            graph, sha = load_graph(args.checkpoint, None, flip_test=args.flip, input_size=args.input_size)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (not an AlphaPose, HRNet, SimpleBaseline or hourglass checkpoint either: "
+                                  f"name its architecture with --arch)") from None
+        return graph, sha, None
+    imported = sources.import_state(state, where, args.arch, args.layout, args.conventions, yaml_config, args.input_size)
+    graph = PoseGraph(imported.config, flip_test=args.flip)
+    load_weights(graph, imported.state, where)
+    return graph.eval(), sha256_of(args.checkpoint), imported.summary()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tensorrt_cli.resolve_engine(args)
     try:
-        config = ModelConfig.load(args.config) if args.config else None
-        graph, sha = load_graph(args.checkpoint, config, flip_test=args.flip, input_size=args.input_size)
-        graph.crop_taps, graph.cast_first = args.crop_taps, args.cast_first
+        graph, sha, imported = load_model(args)
+        graph.crop_taps, graph.cast_first, graph.heatmaps_output = args.crop_taps, args.cast_first, args.heatmaps
     except (CheckpointError, ValueError, OSError) as exc:
         print(f"rmpe-export: {exc}", file=sys.stderr)
         return 2
+    if imported:
+        print(imported)
     if not graph.config.trained:
         print("rmpe-export: warning: this model is untrained (seeded random weights); its keypoints mean nothing", file=sys.stderr)
     precision = "fp16" if args.fp16 else "fp32"

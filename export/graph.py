@@ -367,6 +367,7 @@ class PoseGraph(nn.Module):
         self.register_buffer("channels", torch.tensor([2, 1, 0] if config.channel_order == "bgr" else [0, 1, 2]), persistent=False)
         self.register_buffer("flip_perm", torch.tensor(flip_permutation(config.num_keypoints, config.flip_pairs)), persistent=False)
         hm_size = (h // self.sppe.stride, w // self.sppe.stride)
+        self.heatmap_size = hm_size  # (h, w) of the network's heatmaps
         blurs = config.decode == "log_parabola" and not self.softmax and config.decode_blur > 0
         kernel = blur_kernel(config.decode_blur, config.num_keypoints) if blurs else None
         coverage = blur_coverage(kernel, hm_size) if blurs else None

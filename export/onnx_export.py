@@ -23,6 +23,7 @@ from rmpe.runtime.metadata import (
     INPUT_BOXES,
     INPUT_IMAGE_SIZES,
     INPUT_IMAGES,
+    OUTPUT_HEATMAPS,
     OUTPUT_KEYPOINTS,
     OUTPUT_SCORES,
     ModelMetadata,
@@ -77,7 +78,10 @@ def metadata_for(graph: PoseGraph, precision: str, sha256: str, max_boxes: int, 
         model_name=name,
         crop={"taps": graph.crop_taps, "cast_first": graph.cast_first},
         pose_nms={"default": DEFAULT_NMS, "modes": {"rmpe": asdict(RMPEParams()), "alphapose": asdict(AlphaPoseParams())}},
-        extra={"architecture": {"stacks": cfg.stacks, "channels": cfg.channels, "depth": cfg.depth, "stn": cfg.stn},
+        extra={"architecture": {"arch": cfg.arch, **cfg.network_options, "stn": cfg.stn},
+               "conventions": {"channel_order": cfg.channel_order, "pixel_centres": cfg.pixel_centres,
+                               "quarter_margin": list(cfg.quarter_margin), "flip_shift": cfg.flip_shift},
+               "outputs": [OUTPUT_KEYPOINTS, OUTPUT_SCORES] + ([OUTPUT_HEATMAPS] if graph.heatmaps_output else []),
                "notes": cfg.notes},
     )
 
@@ -117,16 +121,18 @@ def export_onnx(graph: PoseGraph, path: Path, metadata: ModelMetadata, opset: in
         INPUT_BOX_IMAGE_INDEX: {0: "boxes"},
         OUTPUT_KEYPOINTS: {0: "boxes"},
         OUTPUT_SCORES: {0: "boxes"},
+        OUTPUT_HEATMAPS: {0: "boxes"},
     }
+    outputs = [OUTPUT_KEYPOINTS, OUTPUT_SCORES] + ([OUTPUT_HEATMAPS] if graph.heatmaps_output else [])
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             graph.eval(), example_inputs(), str(path), dynamo=False, opset_version=opset,
             input_names=[INPUT_IMAGES, INPUT_IMAGE_SIZES, INPUT_BOXES, INPUT_BOX_IMAGE_INDEX],
-            output_names=[OUTPUT_KEYPOINTS, OUTPUT_SCORES], dynamic_axes=dynamic,
+            output_names=outputs, dynamic_axes={k: v for k, v in dynamic.items() if k != OUTPUT_HEATMAPS or k in outputs},
         )
     model = onnx.load(str(path))
-    fix_output_shapes(model, metadata.num_keypoints)
+    fix_output_shapes(model, metadata.num_keypoints, graph.heatmap_size)
     model.graph.name = metadata.model_name
     model.producer_name, model.producer_version = "rmpe", rmpe.__version__
     for key, value in metadata.to_props().items():
@@ -139,9 +145,10 @@ def export_onnx(graph: PoseGraph, path: Path, metadata: ModelMetadata, opset: in
     return model
 
 
-def fix_output_shapes(model: onnx.ModelProto, num_keypoints: int) -> None:
-    """Declare the outputs as [boxes, K, 2] and [boxes, K]: the tracer leaves K a symbolic name."""
-    fixed = {OUTPUT_KEYPOINTS: ["boxes", num_keypoints, 2], OUTPUT_SCORES: ["boxes", num_keypoints]}
+def fix_output_shapes(model: onnx.ModelProto, num_keypoints: int, heatmap_size: tuple[int, int]) -> None:
+    """Declare the outputs as [boxes, K, 2], [boxes, K] (and [boxes, K, h, w] heatmaps): the tracer leaves K a symbolic name."""
+    fixed = {OUTPUT_KEYPOINTS: ["boxes", num_keypoints, 2], OUTPUT_SCORES: ["boxes", num_keypoints],
+             OUTPUT_HEATMAPS: ["boxes", num_keypoints, *heatmap_size]}
     for output in model.graph.output:
         dims = output.type.tensor_type.shape.dim
         del dims[:]
@@ -170,6 +177,7 @@ def fp16_metadata(meta: ModelMetadata) -> ModelMetadata:
 
 def fp16_copy(graph: PoseGraph) -> PoseGraph:
     """A separate fp16 graph, leaving ``graph`` in fp32 as the parity reference."""
-    twin = PoseGraph(replace(graph.config), flip_test=graph.flip_test, crop_taps=graph.crop_taps, cast_first=graph.cast_first)
+    twin = PoseGraph(replace(graph.config), flip_test=graph.flip_test, crop_taps=graph.crop_taps, cast_first=graph.cast_first,
+                     heatmaps_output=graph.heatmaps_output)
     twin.load_state_dict(graph.state_dict())
     return to_fp16(twin.eval())

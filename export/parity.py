@@ -69,7 +69,7 @@ def realistic_inputs(seed: int = 0) -> dict[str, np.ndarray]:
 
 def run_torch(graph: PoseGraph, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
-        k, s = graph(*(torch.from_numpy(inputs[n]) for n in INPUT_NAMES))
+        k, s = graph(*(torch.from_numpy(inputs[n]) for n in INPUT_NAMES))[:2]
     return k.numpy(), s.numpy()
 
 

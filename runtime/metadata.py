@@ -19,6 +19,7 @@ INPUT_BOXES = "boxes"
 INPUT_BOX_IMAGE_INDEX = "box_image_index"
 OUTPUT_KEYPOINTS = "keypoints"
 OUTPUT_SCORES = "scores"
+OUTPUT_HEATMAPS = "heatmaps"  # optional (rmpe-export --heatmaps): the network's raw heatmaps, (N, K, h, w)
 
 
 @dataclass

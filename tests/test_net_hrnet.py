@@ -1,7 +1,6 @@
 """HRNet holds pose_hrnet checkpoints key for key and exports to ONNX that runs like PyTorch."""
 
 import io
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,42 +10,21 @@ import torch
 
 from rmpe.export.networks import build_network
 from rmpe.export.networks.hrnet import HRNet
+from source_models import randomised
+from source_models import source_keys as listed_keys
 
-KEYS_W32_COCO17 = Path(__file__).parent / "data" / "checkpoint_keys" / "hrnet_w32_coco17.txt"
 TENSORRT_SAFE_OPS = {"Conv", "Relu", "Add", "Resize", "Constant"}
 
 
 def source_keys() -> dict[str, tuple[tuple[int, ...], str]]:
     """The W32 / 17-keypoint pose_hrnet state dict: key → (shape, dtype), as the source model built it."""
-    entries = {}
-    for line in KEYS_W32_COCO17.read_text().splitlines():
-        if line.startswith(("#", "out ")):
-            continue
-        key, rest = line.split(" ", 1)
-        shape, dtype = rest.rsplit(" ", 1)
-        entries[key] = (tuple(int(d) for d in shape.strip("()").split(",") if d.strip()), dtype)
-    return entries
+    return listed_keys("hrnet_w32_coco17.txt")
 
 
 def our_keys(width: int, num_keypoints: int = 17) -> dict[str, tuple[tuple[int, ...], str]]:
     with torch.device("meta"):
         state = HRNet(num_keypoints, width=width).state_dict()
     return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()}
-
-
-def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights and batch-norm statistics, so folding and every fuse path are exercised."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, value in model.state_dict().items():
-        if not value.dtype.is_floating_point:
-            continue
-        if name.endswith("running_var"):
-            value.copy_(torch.rand(value.shape, generator=gen) + 0.5)
-        elif value.dim() == 1:
-            value.copy_(torch.randn(value.shape, generator=gen) * 0.1 + (1.0 if name.endswith("weight") else 0.0))
-        else:
-            value.copy_(torch.randn(value.shape, generator=gen) / value[0].numel() ** 0.5)
-    return model.eval()
 
 
 def test_w32_state_dict_equals_the_source_checkpoint_key_by_key() -> None:

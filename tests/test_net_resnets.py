@@ -1,7 +1,6 @@
 """FastPose, FastPose-DUC and SimpleBaseline hold AlphaPose's checkpoints key for key, and AlphaPose configs read."""
 
 import io
-import re
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,8 @@ from rmpe.export.networks import build_network
 from rmpe.export.networks.fastpose import FastPose, FastPoseDUC
 from rmpe.export.networks.resnet import ResNet, uses_deformable_conv
 from rmpe.export.networks.simplebaseline import SimpleBaseline
+from source_models import randomised, source_keys
 
-KEYS = Path(__file__).parent / "data" / "checkpoint_keys"
-KEY_LINE = re.compile(r"^(\S+) \(([\d, ]*)\) (\w+)$")
 # Each AlphaPose config's key list (the source model built from the config) and our network for it.
 SOURCES = {
     "alphapose_coco_256x192_res50_lr1e-3_1x.txt": ("fastpose", {}, 348),
@@ -30,16 +28,6 @@ TENSORRT_SAFE_OPS = {"Conv", "Relu", "Add", "Mul", "MaxPool", "ReduceMean", "Gem
                      "DepthToSpace", "Reshape", "Transpose", "ConvTranspose", "BatchNormalization", "Constant"}
 
 
-def source_keys(name: str) -> dict[str, tuple[tuple[int, ...], str]]:
-    """A source state dict as listed: key → (shape, dtype); the source's printed lines are skipped."""
-    entries = {}
-    for line in (KEYS / name).read_text().splitlines():
-        match = KEY_LINE.match(line)
-        if match and match[1] != "out":
-            entries[match[1]] = (tuple(int(d) for d in match[2].split(",") if d.strip()), match[3])
-    return entries
-
-
 def key_shapes(model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], str]]:
     return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
 
@@ -48,22 +36,6 @@ def meta_network(arch: str, num_keypoints: int = 17, **options: object) -> torch
     """A full-size network without memory or initialisation time: its keys and shapes only."""
     with torch.device("meta"):
         return build_network(arch, num_keypoints, options)
-
-
-def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights and batch-norm statistics, so every layer and the BN folding are exercised."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, value in model.state_dict().items():
-            if not value.dtype.is_floating_point:
-                continue
-            if name.endswith("running_var"):
-                value.copy_(torch.rand(value.shape, generator=gen) + 0.5)
-            elif value.dim() == 1:
-                value.copy_(torch.randn(value.shape, generator=gen) * 0.1 + (1.0 if name.endswith("weight") else 0.0))
-            else:
-                value.copy_(torch.randn(value.shape, generator=gen) / value[0].numel() ** 0.5)
-    return model.eval()
 
 
 @pytest.mark.parametrize("name", SOURCES)
