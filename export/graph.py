@@ -473,6 +473,8 @@ class PoseGraph(nn.Module):
         cells, scores = self.decode(heatmaps)
         in_stn_output = self.cells_to_crop(cells, (heatmaps.shape[2], heatmaps.shape[3]))
         keypoints = apply_affine(to_crop, sdtn_points(theta, in_stn_output))
+        if self.config.pixel_centres == "integer":  # the source's own numbers, as its training labels were read
+            keypoints = keypoints - 0.5
         keep = valid.view(-1, 1, 1)
         keypoints = torch.where(keep, keypoints, torch.full_like(keypoints, float("nan")))
         scores = torch.where(keep[:, :, 0], scores, torch.zeros_like(scores))

@@ -7,9 +7,7 @@ own model code printed, in both directions), with random weights — and exporte
 heatmaps must equal the network run on a crop made here in numpy by the source's own rules (an
 OpenCV-style affine warp, the source's normalisation), and its keypoints the source's decode written
 here in numpy (argmax, quarter offset away from the border, a non-positive peak zeroing the cell,
-back through the crop affine; flip test with the one-column shift). The sources centre pixel i on
-coordinate i, the contract on i + 0.5 (docs/onnx-contract.md, "Coordinates"): the graph's keypoints
-are the source's plus half a pixel on both axes.
+back through the crop affine; flip test with the one-column shift): the same numbers as the source.
 """
 
 from __future__ import annotations
@@ -179,7 +177,7 @@ def test_source_checkpoint_exports_and_matches_the_sources_rules(tmp_path: Path,
     keypoints, scores, heatmaps = run_graph(session, img)
     raw, ref_keypoints, ref_scores = reference(network, img, conventions, layout.flip_pairs)
     assert np.abs(heatmaps - raw).max() <= 1e-4 * np.abs(raw).max()
-    assert np.abs(keypoints - (ref_keypoints + 0.5)).max() <= 0.05
+    assert np.abs(keypoints - ref_keypoints).max() <= 0.05
     assert np.abs(scores - ref_scores).max() <= 1e-4 * np.abs(ref_scores).max()
 
 
