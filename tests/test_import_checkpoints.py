@@ -22,7 +22,7 @@ import torch
 
 from rmpe.export.cli import main as export_main
 from rmpe.export.networks import build_network
-from rmpe.export.sources import CONVENTIONS, detect_arch
+from rmpe.export.sources import CONVENTIONS, detect_arch, import_state
 from rmpe.runtime.keypoints import LAYOUTS
 from source_models import randomised, source_keys
 
@@ -242,3 +242,21 @@ def test_bad_source_checkpoints_are_refused_in_one_line(tmp_path: Path, capsys: 
         assert export_main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / name), *flags]) == 2, name
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1 and str(checkpoint) in err, err
+
+
+@pytest.mark.parametrize("key_list, arch, options", [
+    ("alphapose_coco_256x192_res50_lr1e-3_1x.txt", "fastpose", {"depth": 50, "conv_dim": 128}),
+    ("alphapose_coco_256x192_res50_lr1e-3_1x-duc.txt", "fastpose-duc", {"depth": 50, "backbone": "shuffle", "duc_convs": [4, 2, 1]}),
+    ("alphapose_coco_256x192_res152_lr1e-3_1x-duc.txt", "fastpose-duc",
+     {"depth": 152, "backbone": "se-resnet", "duc_convs": [4, 2, 1]}),
+    ("alphapose_coco_256x192_res50_lr1e-3_1x-simple.txt", "simplebaseline", {"depth": 50}),
+    ("hrnet_w32_coco17.txt", "hrnet", {"width": 32}),
+])
+def test_full_size_key_lists_import_strictly_with_their_options(key_list: str, arch: str, options: dict) -> None:
+    """Every listed key of the sources' full-size models is used and none is missing (shapes only, no memory)."""
+    dtypes = {"float32": torch.float32, "int64": torch.int64}
+    state = {k: torch.empty(shape, dtype=dtypes[dtype], device="meta") for k, (shape, dtype) in source_keys(key_list).items()}
+    imported = import_state(state, key_list)
+    assert (imported.arch, imported.config.arch_options) == (arch, options)
+    assert set(imported.state) == set(state) and imported.config.num_keypoints == 17 and imported.config.input_size == (256, 192)
+    assert imported.conventions == ("hrnet" if arch == "hrnet" else "alphapose")
