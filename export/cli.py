@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from rmpe.export import sources, tensorrt_cli
@@ -12,8 +13,9 @@ from rmpe.export.config import MAX_INPUT, MIN_INPUT, ModelConfig
 from rmpe.export.graph import CROP_TAPS, PoseGraph
 from rmpe.export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, export_onnx, fp16_copy, fp16_metadata, metadata_for
 from rmpe.export.parity import FP32_MAX_FRACTION, FP32_TOLERANCE_PX, compare
-from rmpe.export.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD, CalibrationError, export_int8, summary
+from rmpe.export.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD, CalibrationError, Int8Export, export_int8, summary
 from rmpe.runtime.keypoints import LAYOUTS
+from rmpe.runtime.metadata import ModelMetadata
 
 EPILOG = """examples:
   rmpe-export                                  # the bundled default model → rmpe-model/model.onnx
@@ -136,6 +138,19 @@ def load_model(args: argparse.Namespace) -> tuple[PoseGraph, str, str | None]:
     return graph.eval(), sha256_of(args.checkpoint), imported.summary()
 
 
+def export_int8_forms(graph: PoseGraph, onnx_path: Path, meta: ModelMetadata, args: argparse.Namespace) -> Int8Export:
+    """Quantise the cast-first fp32 export at ``onnx_path`` into TensorRT's int8 form there and the
+    CPU form beside it, the CPU form around the crop that gathers uint8 (unless --cast-first)."""
+    with tempfile.TemporaryDirectory(prefix="rmpe-int8-") as tmp:
+        cpu_crop = None
+        if not args.cast_first:
+            cpu_crop = Path(tmp) / "uint8-crop.onnx"
+            graph.cast_first = False
+            export_onnx(graph, cpu_crop, meta, args.opset)
+            graph.cast_first = True
+        return export_int8(onnx_path, onnx_path, meta, args.calib, args.calib_method, cpu_crop=cpu_crop)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if problem := tensorrt_cli.argument_problem(args):
@@ -164,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     tensorrt_cli.resolve_engine(args)
     try:
         graph, sha, imported = load_model(args)
-        graph.crop_taps, graph.cast_first, graph.heatmaps_output = args.crop_taps, args.cast_first, args.heatmaps
+        graph.crop_taps, graph.heatmaps_output = args.crop_taps, args.heatmaps
+        graph.cast_first = args.cast_first or args.int8  # int8's NAME.onnx is TensorRT's form
     except (CheckpointError, ValueError, OSError) as exc:
         print(f"rmpe-export: {exc}", file=sys.stderr)
         return 2
@@ -183,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {onnx_path} ({size_mb:.1f} MB, {precision}, opset {args.opset}) and {onnx_path.with_suffix('.json')}")
     if args.int8:
         try:
-            result = export_int8(onnx_path, onnx_path, meta, args.calib, args.calib_method)
+            result = export_int8_forms(graph, onnx_path, meta, args)
         except CalibrationError as exc:
             print(f"rmpe-export: {exc}", file=sys.stderr)
             return 2
@@ -191,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in result.paths.values():
             print(f"wrote {path} (int8) and {path.with_suffix('.json')}")
             print(compare(path, graph).line(f"ONNX Runtime int8 ({path.name}) vs PyTorch fp32"))
-        return tensorrt_cli.after_export(onnx_path, args)
+        return tensorrt_cli.after_export(onnx_path, args, cpu_form=False)
     report = compare(onnx_path, graph)
     print(report.line(f"ONNX Runtime {precision} vs PyTorch fp32"))
     if not args.fp16 and report.fraction_over_tol > FP32_MAX_FRACTION:

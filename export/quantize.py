@@ -354,6 +354,20 @@ def splice_network(full: onnx.ModelProto, network: onnx.ModelProto, replaced: on
     return merged
 
 
+def boundary_renamed(network: onnx.ModelProto, source: onnx.ModelProto, host: onnx.ModelProto) -> onnx.ModelProto:
+    """``network`` (cut from ``source``) with its boundary tensors renamed to those of the same
+    network in ``host``, an export of the same model with a different crop."""
+    names = dict(zip(*(sum(network_boundary(m), []) for m in (source, host)), strict=True))
+    renamed = onnx.ModelProto()
+    renamed.CopyFrom(network)
+    for node in renamed.graph.node:
+        node.input[:] = [names.get(i, i) for i in node.input]
+        node.output[:] = [names.get(o, o) for o in node.output]
+    for value in [*renamed.graph.input, *renamed.graph.output]:
+        value.name = names.get(value.name, value.name)
+    return renamed
+
+
 def topological(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
     """``nodes`` in an order where each comes after the producers of its inputs (stable otherwise)."""
     producer = {o: i for i, n in enumerate(nodes) for o in n.output}
@@ -422,13 +436,16 @@ def quantised_layers(model: onnx.ModelProto) -> int:
 
 
 def export_int8(fp32: Path, out: Path, meta: ModelMetadata, source: str, method: str = DEFAULT_CALIB_METHOD,
-                crops: int = CALIB_CROPS, float_layers: Sequence[str] = ()) -> Int8Export:
+                crops: int = CALIB_CROPS, float_layers: Sequence[str] = (), cpu_crop: Path | None = None) -> Int8Export:
     """Quantise the exported fp32 deploy graph ``fp32`` into ``out`` (the TensorRT form) and its
     ``-ort-cpu`` sibling, calibrated with ``method`` on ``crops`` crops from ``source``; each file
-    gets ``meta`` with precision int8 and the quantisation recorded, and a JSON sidecar."""
+    gets ``meta`` with precision int8 and the quantisation recorded, and a JSON sidecar.
+    ``cpu_crop``: the same export with the crop that gathers uint8 pixels (ONNX Runtime's faster
+    one, which TensorRT rejects), put around the CPU form's network; without it both take ``fp32``'s."""
     if method not in CALIB_METHODS:
         raise CalibrationError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIB_METHODS)}")
     full = onnx.load(str(fp32))
+    hosts = {TENSORRT.name: full, ORT_CPU.name: onnx.load(str(cpu_crop)) if cpu_crop else full}
     network = extract_network(full)
     replaced = onnx.ModelProto()
     replaced.CopyFrom(network)
@@ -442,11 +459,15 @@ def export_int8(fp32: Path, out: Path, meta: ModelMetadata, source: str, method:
         with quiet_quantiser():
             calibrate(network_path, inputs, method, cache)
         for form in FORMS:
-            quantised = splice_network(full, quantize_network(network_path, cache, form, method, float_layers), replaced)
+            host = hosts[form.name]
+            quantised = splice_network(host, boundary_renamed(quantize_network(network_path, cache, form, method, float_layers),
+                                                              full, host), replaced)
             if form.tensorrt and (problems := tensorrt_problems(quantised)):
                 raise RuntimeError(f"int8 graph breaks TensorRT's Q/DQ rules: {problems[0]} ({len(problems)} problems)")
             path = out.with_name(out.stem + form.suffix + out.suffix)
             form_meta = int8_metadata(meta, form, source, method, len(next(iter(inputs.values()))), float_layers)
+            if cpu_crop and not form.tensorrt:
+                form_meta = replace(form_meta, crop={**meta.crop, "cast_first": False})
             del quantised.metadata_props[:]
             for key, value in form_meta.to_props().items():
                 quantised.metadata_props.add(key=key, value=value)

@@ -84,3 +84,28 @@ def test_calibration_source_refused(default_onnx, tmp_path):
 def test_cli_refusals(argv, message, tmp_path, capsys):
     assert export_main([*argv, "--out", str(tmp_path / "m")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_each_form_gets_its_own_crop(default_onnx, int8, tmp_path):
+    """From a cast-first export, TensorRT's form passes the offline check; the CPU form gets the crop
+    that gathers uint8 (metadata says so) and the same keypoints as one quantised around it alone."""
+    import onnxruntime as ort
+
+    from rmpe.export.parity import realistic_inputs
+    from rmpe.export.trt_check import check_file
+
+    cast_first = tmp_path / "cast-first"
+    assert export_main(["--cast-first", "--out", str(cast_first)]) == 0
+    model = onnx.load(str(cast_first / "model.onnx"))
+    meta = ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
+    result = export_int8(cast_first / "model.onnx", tmp_path / "model.onnx", meta, "synth", crops=16,
+                         cpu_crop=default_onnx)
+    assert not check_file(result.paths["tensorrt"]).failed
+    cpu = result.paths["onnxruntime-cpu"]
+    crop_reads = [f for f in check_file(cpu).failures if f.rule == "uint8" and "'images'" in f.message]
+    assert crop_reads and not [n for n in onnx.load(str(cpu)).graph.node if n.op_type == "Cast" and "images" in n.input]
+    assert json.loads(cpu.with_suffix(".json").read_text())["crop"]["cast_first"] is False
+    inputs = realistic_inputs(seed=4)
+    ours, alone = (ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+                   for m in (str(cpu), int8[1].SerializeToString()))
+    assert np.median(np.abs(ours - alone)) < 0.05

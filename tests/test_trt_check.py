@@ -228,19 +228,10 @@ def trt_export(request, tmp_path_factory) -> Path:
     return out
 
 
-def known_graph_problem(verdict) -> bool:
-    """The failures of export/graph.py's cast-first images path today: a Shape of the uint8 input
-    (the shape must be taken from the cast tensor). Reported to the lead; nothing else may fail."""
-    return verdict.failed and all(f.rule == "uint8" and f.message.startswith("reads uint8 tensor 'images'")
-                                  and "(Shape)" in f.where for f in verdict.failures)
-
-
 def test_every_export_passes(trt_export: Path):
     """Each export variant (fp32, fp16, flip, int8, the imported architectures; all cast first, as
     --engine makes them) passes, warning only of the TensorRT 10 fp16 grids."""
     verdict = check_file(trt_export)
-    if known_graph_problem(verdict):
-        pytest.xfail("export/graph.py takes the shape of the uint8 images, not of the cast tensor: " + verdict.lines()[1])
     assert not verdict.failed, "\n".join(verdict.lines())
     assert {f.rule for f in verdict.warnings} <= {"fp16-grid"}
 
@@ -263,3 +254,14 @@ def test_export_prints_the_verdict_and_check_exits_1(default_onnx: Path, capsys)
     assert "passes" in capsys.readouterr().out
     assert main(["--check", str(default_onnx.parent / "missing.onnx")]) == 2
     assert "missing.onnx: no such file" in capsys.readouterr().err
+
+
+def test_the_default_export_is_reported_as_onnx_runtimes_form(default_onnx: Path, capsys):
+    """rmpe-export's own verdict on its uint8-gathering (CPU) form: one line with the way to TensorRT's form."""
+    from rmpe.export.tensorrt_cli import print_check
+    from rmpe.runtime.tensorrt_profiles import default_profile
+
+    assert print_check(default_onnx, [default_profile(64)], cpu_form=True) is False
+    out = capsys.readouterr().out.splitlines()
+    assert "the ONNX Runtime form" in out[0] and "--cast-first or --engine" in out[0]
+    assert all(line.lstrip().startswith("warn") for line in out[1:])
