@@ -41,11 +41,11 @@ MATMUL = "fp32 matmul"
 
 @dataclass(frozen=True)
 class Spec:
-    """A backend to time: its label, kind ('torch', 'ort') and what it needs to be opened in any process."""
+    """A backend to time: its label, kind ('torch', 'ort', 'trt') and what it needs to be opened in any process."""
 
     label: str
     kind: str
-    path: str = ""  # .onnx for ort
+    path: str = ""  # .onnx for ort, .plan for trt
     provider: str = "CPUExecutionProvider"
     checkpoint: str = ""  # torch: the checkpoint ('' for the bundled one) and config
     config: str = ""
@@ -94,6 +94,10 @@ def open_runner(spec: Spec, threads: int) -> Callable[[dict[str, np.ndarray]], o
             with torch.inference_mode():
                 return graph(*(torch.from_numpy(v) for v in feed.values()))
         return run_torch
+    if spec.kind == "trt":
+        from rmpe.runtime.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(Path(spec.path)).run
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -264,10 +268,16 @@ def device_specs(variants: list, skipped: list[str]) -> list[Spec]:
             skipped.append(f"{label}: skipped ({provider} not in this onnxruntime: {', '.join(sorted(available))})")
     try:
         import tensorrt  # noqa: F401
-        skipped.append("tensorrt engines: not timed here; build one with rmpe-export --engine and time it with rmpe-run")
     except ImportError:
         skipped.append("tensorrt engines: skipped (no tensorrt module on this machine)")
     return specs
+
+
+def model_spec(variant) -> Spec:
+    """A variant's spec: a TensorRT engine (.plan, rmpe-export --engine) or an ONNX file for ONNX Runtime."""
+    if variant.path.suffix == ".plan":
+        return Spec(f"tensorrt {variant.path}", "trt", str(variant.path))
+    return Spec(variant.label, "ort", str(variant.path))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -292,7 +302,16 @@ def run(args: argparse.Namespace) -> int:
         except VariantError as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2
-        specs = [torch_spec] + [Spec(v.label, "ort", str(v.path)) for v in variants] + device_specs(variants, skipped)
+        if engines := [v.path for v in variants if v.path.suffix == ".plan"]:
+            from rmpe.runtime.backends import BackendError
+            from rmpe.runtime.tensorrt_backend import import_tensorrt
+
+            try:
+                import_tensorrt(engines[0])
+            except BackendError as exc:
+                print(f"{PROG}: error: {exc}", file=sys.stderr)
+                return 2
+        specs = [torch_spec] + [model_spec(v) for v in variants] + device_specs([v for v in variants if v.path.suffix == ".onnx"], skipped)
         flops = graph_flops(torch_spec, cases)
         times, mm, rounds = measure(specs, cases, args.threads, args.block, args.max_rounds, args.tolerance)
         largest = max(cases, key=lambda c: (c.persons, c.height * c.width))

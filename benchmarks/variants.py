@@ -45,9 +45,11 @@ def parse_variants(text: str) -> list[str]:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The checkpoint, variants and export folder options both benchmarks share."""
     parser.add_argument("models", nargs="*", type=Path, metavar="MODEL",
-                        help="more exported .onnx models to compare (same keypoint layout as the checkpoint)")
-    parser.add_argument("--checkpoint", type=Path, help="the PyTorch reference: an rmpe .safetensors or a .pth with "
-                        "--config (default: the bundled model)")
+                        help="more models to compare: exported .onnx files (ONNX Runtime) or TensorRT engines "
+                        "(.plan, rmpe-export --engine); the same keypoint layout as the checkpoint")
+    parser.add_argument("--checkpoint", type=Path, help="the PyTorch reference: rmpe's own checkpoint (its config JSON "
+                        "beside it or --config) or an AlphaPose, HRNet, SimpleBaseline or hourglass state dict, "
+                        "recognised as rmpe-export recognises it (default: the bundled model)")
     parser.add_argument("--config", type=Path, help="model config JSON (default: the one beside the checkpoint)")
     parser.add_argument("--flip", action="store_true", help="flip test inside the graph, in PyTorch and every export")
     parser.add_argument("--variants", type=parse_variants, default=list(VARIANTS), metavar="V,...",
@@ -59,13 +61,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_reference(checkpoint: Path | None, config: Path | None, flip: bool) -> tuple[PoseGraph, str]:
-    """The checkpoint's PyTorch deploy graph (eval mode) and its sha256."""
-    from rmpe.export.checkpoint import CheckpointError, load_graph
-    from rmpe.export.config import ModelConfig
+    """The checkpoint's PyTorch deploy graph (eval mode) and its sha256: rmpe's own model or another
+    project's checkpoint (AlphaPose, HRNet, SimpleBaseline, hourglasses), as rmpe-export loads it."""
+    from rmpe.export.checkpoint import CheckpointError
+    from rmpe.export.cli import load_model
 
     try:
-        cfg = ModelConfig.load(config) if config else None
-        return load_graph(checkpoint, cfg, flip_test=flip)
+        graph, sha, _ = load_model(checkpoint, config, flip)
+        return graph, sha
     except (CheckpointError, ValueError, OSError) as exc:
         raise VariantError(str(exc)) from None
 
@@ -98,4 +101,4 @@ def given_models(paths: list[Path]) -> list[Variant]:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise VariantError(f"no such model: {', '.join(missing)}")
-    return [Variant(f"onnxruntime {p}", p) for p in paths]
+    return [Variant(f"{'tensorrt' if p.suffix == '.plan' else 'onnxruntime'} {p}", p) for p in paths]

@@ -106,36 +106,38 @@ def is_yaml(path: Path | None) -> bool:
     return path is not None and path.suffix.lower() in (".yaml", ".yml")
 
 
-def load_model(args: argparse.Namespace) -> tuple[PoseGraph, str, str | None]:
+def load_model(checkpoint: Path | None, config: Path | None = None, flip: bool = False,
+               input_size: tuple[int, int] | None = None, arch: str = "auto", layout: str | None = None,
+               conventions: str | None = None) -> tuple[PoseGraph, str, str | None]:
     """The graph to export, its checkpoint's sha256, and a line saying what was imported (None: rmpe's own model).
 
     rmpe's own checkpoints come with a config JSON (beside it or ``--config``); any other state dict
     is another project's, recognised by its keys (export/sources.py) unless ``--arch`` names it.
     """
-    yaml_config = args.config if is_yaml(args.config) else None
-    source_flags = args.arch != "auto" or args.layout or args.conventions or yaml_config
-    own = args.checkpoint is None or (args.config and not yaml_config) or (
-        not source_flags and config_path_for(args.checkpoint).is_file())
+    yaml_config = config if is_yaml(config) else None
+    source_flags = arch != "auto" or layout or conventions or yaml_config
+    own = checkpoint is None or (config and not yaml_config) or (
+        not source_flags and config_path_for(checkpoint).is_file())
     if own:
         if source_flags:
             raise ValueError("--arch, --layout, --conventions and an AlphaPose YAML apply to other projects' "
                              "checkpoints, not to rmpe's own model and its config JSON")
-        config = ModelConfig.load(args.config) if args.config else None
-        graph, sha = load_graph(args.checkpoint, config, flip_test=args.flip, input_size=args.input_size)
+        model_config = ModelConfig.load(config) if config else None
+        graph, sha = load_graph(checkpoint, model_config, flip_test=flip, input_size=input_size)
         return graph, sha, None
-    where = str(args.checkpoint)
-    state = read_state_dict(args.checkpoint)
+    where = str(checkpoint)
+    state = read_state_dict(checkpoint)
     if not source_flags and sources.detect_arch(state) is None:
         try:
-            graph, sha = load_graph(args.checkpoint, None, flip_test=args.flip, input_size=args.input_size)
+            graph, sha = load_graph(checkpoint, None, flip_test=flip, input_size=input_size)
         except CheckpointError as exc:
             raise CheckpointError(f"{exc} (not an AlphaPose, HRNet, SimpleBaseline or hourglass checkpoint either: "
                                   f"name its architecture with --arch)") from None
         return graph, sha, None
-    imported = sources.import_state(state, where, args.arch, args.layout, args.conventions, yaml_config, args.input_size)
-    graph = PoseGraph(imported.config, flip_test=args.flip)
+    imported = sources.import_state(state, where, arch, layout, conventions, yaml_config, input_size)
+    graph = PoseGraph(imported.config, flip_test=flip)
     load_weights(graph, imported.state, where)
-    return graph.eval(), sha256_of(args.checkpoint), imported.summary()
+    return graph.eval(), sha256_of(checkpoint), imported.summary()
 
 
 def export_int8_forms(graph: PoseGraph, onnx_path: Path, meta: ModelMetadata, args: argparse.Namespace) -> Int8Export:
@@ -178,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     tensorrt_cli.resolve_engine(args)
     try:
-        graph, sha, imported = load_model(args)
+        graph, sha, imported = load_model(args.checkpoint, args.config, args.flip, args.input_size, args.arch,
+                                          args.layout, args.conventions)
         graph.crop_taps, graph.heatmaps_output = args.crop_taps, args.heatmaps
         graph.cast_first = args.cast_first or args.int8  # int8's NAME.onnx is TensorRT's form
     except (CheckpointError, ValueError, OSError) as exc:

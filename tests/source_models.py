@@ -36,3 +36,20 @@ def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             else:
                 value.copy_(torch.randn(value.shape, generator=gen) / value[0].numel() ** 0.5)
     return model.eval()
+
+
+def random_state(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with exactly the keys, shapes and dtypes of tests/data/checkpoint_keys/NAME and
+    random weights scaled so activations stay finite (positive variances, integer counters zero)."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, (shape, dtype) in source_keys(name).items():
+        if not dtype.startswith("float"):
+            state[key] = torch.zeros(shape, dtype=torch.long)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=generator) + 0.5
+        elif len(shape) < 2:
+            state[key] = torch.randn(shape, generator=generator) * 0.1
+        else:
+            state[key] = torch.randn(shape, generator=generator) / torch.Size(shape[1:]).numel() ** 0.5
+    return state

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +39,23 @@ def test_latency_refuses_missing_model(tmp_path, capsys):
     status = bench_main(["latency", str(tmp_path / "none.onnx"), "--variants", "none", "--no-memory"])
     assert status == 2
     assert "no such model" in capsys.readouterr().err
+
+
+def test_an_engine_without_tensorrt_is_one_line(tmp_path, capsys):
+    pytest.importorskip("torch")
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    engine = tmp_path / "model.plan"
+    engine.write_bytes(b"not an engine")
+    assert bench_main(["latency", str(engine), "--variants", "none", "--batch", "1", "--no-memory"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.plan" in err and "tensorrt" in err
+
+
+def test_gpu_check_says_so_without_a_gpu(tmp_path):
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
+    env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"}  # no nvidia-smi on this PATH
+    if shutil.which("nvidia-smi", path=env["PATH"]):
+        pytest.skip("nvidia-smi is in /usr/bin here")
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and "no NVIDIA GPU" in done.stdout and not (tmp_path / "out").exists()

@@ -74,3 +74,19 @@ def test_parity_refuses_unknown_gate(capsys):
     with pytest.raises(SystemExit):
         bench_main(["parity", "--gate", "bf16=0.1"])
     assert "precision one of fp32, fp16, int8" in capsys.readouterr().err
+
+
+def test_an_imported_checkpoint_is_the_reference(data, tmp_path, capsys):
+    """An AlphaPose SimplePose state dict (its exact keys, random weights) as --checkpoint: parity
+    exports it as rmpe-export does and compares it with its own PyTorch graph."""
+    from source_models import random_state
+
+    state = random_state("alphapose_coco_256x192_res50_lr1e-3_1x-simple.txt")
+    checkpoint = tmp_path / "simple.pth"
+    torch.save(state, checkpoint)
+    out_json = tmp_path / "parity.json"
+    status = bench_main(["parity", "--checkpoint", str(checkpoint), "--data", str(data), "--variants", "fp32",
+                         "--out-json", str(out_json)])
+    assert status == 0, capsys.readouterr().err
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["pytorch fp32", "onnxruntime fp32"] and rows[1]["px"]["median"] < 0.01
