@@ -38,7 +38,7 @@ from rmpe.runtime.metadata import INPUT_BOX_IMAGE_INDEX, INPUT_BOXES, INPUT_IMAG
 
 NETWORK_SCOPE = "/sppe/"  # torch.onnx names nodes by module path; PoseGraph.sppe holds the pose network
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-DEFAULT_CALIB_METHOD = "minmax"  # the best measured AP of the three (BENCHMARKS.md, "int8")
+DEFAULT_CALIB_METHOD = "entropy"  # the best measured AP of the three on two synthetic sets (BENCHMARKS.md, "int8")
 CALIB_CROPS = 256  # crops the calibration collects (people, not images)
 CALIB_BATCH = 8  # crops per calibration run: histogram calibrators keep every activation of a run in memory
 SYNTH_SOURCE = "synth"  # --calib synth: images rendered in memory by rmpe.training.synth
