@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rmpe.benchmarks.image_size_latency import cpu_line
+
 PROG = "rmpe-bench ray"
 
 
@@ -33,19 +35,6 @@ def _timed_run(argv: list[str]) -> float:
     if code != 0:
         raise RuntimeError(f"rmpe-run {' '.join(argv)} failed ({code}): {err.getvalue().strip()[-300:]}")
     return time.perf_counter() - start
-
-
-def cpu_model() -> str:
-    """The processor's model name (Linux /proc/cpuinfo), else the machine type."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             times[label] = statistics.median(runs)
         ray.shutdown()
     print(f"{args.images} synthetic images (seed {args.seed}), {args.repeats} runs each, median; {cores} cores "
-          f"({cpu_model()}), load average {load:.2f} before the runs; "
+          f"({cpu_line()}), load average {load:.2f} before the runs; "
           f"Ray local start-up {startup:.1f} s (not counted)\n")
     print("| configuration | seconds | images/s | vs baseline |")
     print("|---|---:|---:|---:|")

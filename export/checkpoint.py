@@ -7,7 +7,6 @@ loads into the SPPE (the STN then stays at its identity initialisation).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from rmpe.export.config import ModelConfig
 from rmpe.export.graph import PoseGraph
+from rmpe.runtime.engine_sidecar import sha256_of
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "rmpe" / "models"
 BUNDLED_NAME = "default"
@@ -23,15 +23,6 @@ BUNDLED_NAME = "default"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message is one line."""
-
-
-def sha256_of(path: Path) -> str:
-    """Hex digest of a file, recorded in exported metadata to trace a model to its weights."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def config_path_for(checkpoint: Path) -> Path:

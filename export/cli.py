@@ -8,12 +8,13 @@ import tempfile
 from pathlib import Path
 
 from rmpe.export import sources, tensorrt_cli
-from rmpe.export.checkpoint import CheckpointError, config_path_for, load_graph, load_weights, read_state_dict, sha256_of
+from rmpe.export.checkpoint import CheckpointError, config_path_for, load_graph, load_weights, read_state_dict
 from rmpe.export.config import MAX_INPUT, MIN_INPUT, ModelConfig
 from rmpe.export.graph import CROP_TAPS, PoseGraph
 from rmpe.export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, export_onnx, fp16_copy, fp16_metadata, metadata_for
 from rmpe.export.parity import FP32_MAX_FRACTION, FP32_TOLERANCE_PX, compare
 from rmpe.export.quantize import CALIB_METHODS, DEFAULT_CALIB_METHOD, CalibrationError, Int8Export, export_int8, summary
+from rmpe.runtime.engine_sidecar import sha256_of
 from rmpe.runtime.keypoints import LAYOUTS
 from rmpe.runtime.metadata import ModelMetadata
 

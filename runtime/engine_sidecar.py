@@ -25,7 +25,7 @@ def sidecar_path(plan: Path) -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB pieces."""
+    """Hex sha256 of a file, read in 1 MiB pieces (engines, their ONNX sources, checkpoints in the metadata)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
