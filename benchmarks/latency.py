@@ -274,10 +274,8 @@ def device_specs(variants: list, skipped: list[str]) -> list[Spec]:
 
 
 def model_spec(variant) -> Spec:
-    """A variant's spec: a TensorRT engine (.plan, rmpe-export --engine) or an ONNX file for ONNX Runtime."""
-    if variant.path.suffix == ".plan":
-        return Spec(f"tensorrt {variant.path}", "trt", str(variant.path))
-    return Spec(variant.label, "ort", str(variant.path))
+    """A variant's spec: a TensorRT engine (rmpe-export --engine) or an ONNX file for ONNX Runtime."""
+    return Spec(variant.label, "trt" if variant.engine else "ort", str(variant.path))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -302,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
         except VariantError as exc:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             return 2
-        if engines := [v.path for v in variants if v.path.suffix == ".plan"]:
+        if engines := [v.path for v in variants if v.engine]:
             from rmpe.runtime.backends import BackendError
             from rmpe.runtime.tensorrt_backend import import_tensorrt
 
@@ -311,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
             except BackendError as exc:
                 print(f"{PROG}: error: {exc}", file=sys.stderr)
                 return 2
-        specs = [torch_spec] + [model_spec(v) for v in variants] + device_specs([v for v in variants if v.path.suffix == ".onnx"], skipped)
+        specs = [torch_spec] + [model_spec(v) for v in variants] + device_specs([v for v in variants if not v.engine], skipped)
         flops = graph_flops(torch_spec, cases)
         times, mm, rounds = measure(specs, cases, args.threads, args.block, args.max_rounds, args.tolerance)
         largest = max(cases, key=lambda c: (c.persons, c.height * c.width))

@@ -27,10 +27,17 @@ class VariantError(ValueError):
 
 @dataclass(frozen=True)
 class Variant:
-    """One exported model: a label for tables and its .onnx file."""
+    """One exported model: a label for tables and its file (.onnx, or a TensorRT engine)."""
 
     label: str
     path: Path
+
+    @property
+    def engine(self) -> bool:
+        """A TensorRT engine, by the runtime's own suffix rule."""
+        from rmpe.runtime.backends import ENGINE_SUFFIXES
+
+        return self.path.suffix.lower() in ENGINE_SUFFIXES
 
 
 def parse_variants(text: str) -> list[str]:
@@ -101,4 +108,5 @@ def given_models(paths: list[Path]) -> list[Variant]:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise VariantError(f"no such model: {', '.join(missing)}")
-    return [Variant(f"{'tensorrt' if p.suffix == '.plan' else 'onnxruntime'} {p}", p) for p in paths]
+    variants = [Variant(f"onnxruntime {p}", p) for p in paths]
+    return [Variant(f"tensorrt {v.path}", v.path) if v.engine else v for v in variants]

@@ -149,8 +149,10 @@ def export_int8_forms(graph: PoseGraph, onnx_path: Path, meta: ModelMetadata, ar
         if not args.cast_first:
             cpu_crop = Path(tmp) / "uint8-crop.onnx"
             graph.cast_first = False
-            export_onnx(graph, cpu_crop, meta, args.opset)
-            graph.cast_first = True
+            try:
+                export_onnx(graph, cpu_crop, meta, args.opset)
+            finally:
+                graph.cast_first = True
         return export_int8(onnx_path, onnx_path, meta, args.calib, args.calib_method, cpu_crop=cpu_crop)
 
 
@@ -211,13 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         for path in result.paths.values():
             print(f"wrote {path} (int8) and {path.with_suffix('.json')}")
             print(compare(path, graph).line(f"ONNX Runtime int8 ({path.name}) vs PyTorch fp32"))
-        return tensorrt_cli.after_export(onnx_path, args, cpu_form=False)
+        return tensorrt_cli.after_export(onnx_path, args, cpu_form=not graph.cast_first)
     report = compare(onnx_path, graph)
     print(report.line(f"ONNX Runtime {precision} vs PyTorch fp32"))
     if not args.fp16 and report.fraction_over_tol > FP32_MAX_FRACTION:
         print(f"rmpe-export: parity check failed: more than {100 * FP32_MAX_FRACTION:.0f}% of keypoints differ by more than {FP32_TOLERANCE_PX} px", file=sys.stderr)
         return 1
-    return tensorrt_cli.after_export(onnx_path, args)
+    return tensorrt_cli.after_export(onnx_path, args, cpu_form=not graph.cast_first)
 
 
 if __name__ == "__main__":

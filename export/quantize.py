@@ -460,8 +460,10 @@ def export_int8(fp32: Path, out: Path, meta: ModelMetadata, source: str, method:
             calibrate(network_path, inputs, method, cache)
         for form in FORMS:
             host = hosts[form.name]
-            quantised = splice_network(host, boundary_renamed(quantize_network(network_path, cache, form, method, float_layers),
-                                                              full, host), replaced)
+            network_q = quantize_network(network_path, cache, form, method, float_layers)
+            if host is not full:
+                network_q = boundary_renamed(network_q, full, host)
+            quantised = splice_network(host, network_q, replaced)
             if form.tensorrt and (problems := tensorrt_problems(quantised)):
                 raise RuntimeError(f"int8 graph breaks TensorRT's Q/DQ rules: {problems[0]} ({len(problems)} problems)")
             path = out.with_name(out.stem + form.suffix + out.suffix)

@@ -88,11 +88,10 @@ def print_check(onnx_path: Path, profiles: list[EngineProfile], cpu_form: bool =
     verdict = check_file(onnx_path, max(max(p.height[2], p.width[2]) for p in profiles))
     lines = verdict.lines()
     if cpu_form and verdict.failed and all(f.rule == "uint8" for f in verdict.failures):
-        head = lines[0].split("): ")[0] + "): "
-        lines = [head + f"the ONNX Runtime form: {len(verdict.failures)} node(s) read the uint8 images, which TensorRT "
-                 "takes only into a Cast (gathering uint8 keeps a 4K image's cost on a CPU at that of a 640x480 one); "
-                 "nothing else fails; for TensorRT export with --cast-first or --engine"]
-        lines += [line for line in verdict.lines()[1:] if line.lstrip().startswith("warn")]
+        warnings = [line for line in lines[1:] if line.lstrip().startswith("warn")]
+        lines = [verdict.title() + f"the ONNX Runtime form: {len(verdict.failures)} node(s) read the uint8 images, which "
+                 "TensorRT takes only into a Cast (gathering uint8 keeps a 4K image's cost on a CPU at that of a 640x480 "
+                 "one); nothing else fails; for TensorRT export with --cast-first or --engine"] + warnings
     print("\n".join(lines))
     return not verdict.failed
 
@@ -111,11 +110,11 @@ def build(onnx_path: Path, plan: Path, args: argparse.Namespace, max_boxes: int)
     return 0
 
 
-def after_export(onnx_path: Path, args: argparse.Namespace, cpu_form: bool | None = None) -> int:
+def after_export(onnx_path: Path, args: argparse.Namespace, cpu_form: bool) -> int:
     """Check the file just exported and, with --engine, build its engine; the exit status.
-    ``cpu_form``: the file gathers uint8 pixels (default: unless --cast-first)."""
+    ``cpu_form``: the file's crop gathers uint8 pixels (exported without --cast-first)."""
     profiles = profiles_from(args, args.max_boxes)
-    print_check(onnx_path, profiles, cpu_form=not args.cast_first if cpu_form is None else cpu_form)
+    print_check(onnx_path, profiles, cpu_form)
     return build(onnx_path, onnx_path.with_suffix(".plan"), args, args.max_boxes) if args.engine else 0
 
 

@@ -87,12 +87,15 @@ class Verdict:
     def failed(self) -> bool:
         return bool(self.failures)
 
+    def title(self) -> str:
+        """What was checked against what, ending in ': ' before the verdict."""
+        ops = parser_ops()
+        return (f"TensorRT check of {self.source} (parser operator list of TensorRT {ops['tensorrt']}, "
+                f"opsets {ops['opset'][0]}-{ops['opset'][1]}): ")
+
     def lines(self) -> list[str]:
         """The verdict, then each rule's findings (a few per rule, the rest counted)."""
-        ops = parser_ops()
-        head = (f"TensorRT check of {self.source} (parser operator list of TensorRT {ops['tensorrt']}, "
-                f"opsets {ops['opset'][0]}-{ops['opset'][1]}): ")
-        head += (f"FAILS, {len(self.failures)} problem(s)" if self.failed else "passes")
+        head = self.title() + (f"FAILS, {len(self.failures)} problem(s)" if self.failed else "passes")
         head += f", {len(self.warnings)} warning(s)" if self.warnings else ""
         out = [head]
         for level in (FAIL, WARN):
