@@ -48,8 +48,8 @@ def random_state(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
             state[key] = torch.zeros(shape, dtype=torch.long)
         elif key.endswith("running_var"):
             state[key] = torch.rand(shape, generator=generator) + 0.5
-        elif len(shape) < 2:
-            state[key] = torch.randn(shape, generator=generator) * 0.1
+        elif len(shape) < 2:  # as randomised(): batch-norm scales about 1, biases about 0
+            state[key] = torch.randn(shape, generator=generator) * 0.1 + (1.0 if key.endswith("weight") else 0.0)
         else:
             state[key] = torch.randn(shape, generator=generator) / torch.Size(shape[1:]).numel() ** 0.5
     return state
